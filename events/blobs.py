@@ -1,0 +1,78 @@
+"""Content-addressed blobs (whole command outputs) beside the events.
+
+A blob is stored once per sha256, in fixed-size chunks, so neither writing nor
+reading it needs the whole content in memory. Events carry only the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+def digest_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+class BlobStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def has(self, sha256: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def put_file(self, path: Path, sha256: str | None = None) -> tuple[str, int]:
+        """Store a file's bytes (if not already there); return (sha256, size)."""
+        if sha256 is None:
+            sha256, size = digest_file(path)
+        else:
+            size = path.stat().st_size
+        if self.has(sha256):
+            return sha256, size
+        with path.open("rb") as f:
+            self._insert(sha256, size, f)
+        return sha256, size
+
+    def _insert(self, sha256: str, size: int, stream: BinaryIO) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have stored the same content meanwhile.
+            if not self.has(sha256):
+                conn.execute("INSERT INTO blobs (sha256, size, chunks) VALUES (?, ?, 0)", (sha256, size))
+                idx = 0
+                while chunk := stream.read(CHUNK):
+                    conn.execute(
+                        "INSERT INTO blob_chunks (sha256, idx, data) VALUES (?, ?, ?)",
+                        (sha256, idx, chunk),
+                    )
+                    idx += 1
+                conn.execute("UPDATE blobs SET chunks = ? WHERE sha256 = ?", (idx, sha256))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def read(self, sha256: str) -> Iterator[bytes]:
+        """The blob's bytes, chunk by chunk. Raises KeyError if absent."""
+        if not self.has(sha256):
+            raise KeyError(sha256)
+        cursor = self.conn.execute("SELECT data FROM blob_chunks WHERE sha256 = ? ORDER BY idx", (sha256,))
+        for (data,) in cursor:
+            yield bytes(data)
+
+    def size(self, sha256: str) -> int | None:
+        row = self.conn.execute("SELECT size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        return int(row[0]) if row else None

@@ -1,0 +1,336 @@
+"""The event store port, and its SQLite adapter.
+
+Every adapter must pass the one contract suite in ``tests/events/contract.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from events.chain import GENESIS_HASH, canonical_json, event_hash
+from events.errors import ConcurrencyError, StoreError, UnknownBuildError
+from events.schema import SCHEMA_VERSION, current_version, migrate
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: envelope plus payload (a plain dict, parsed into the
+    typed union by ``events.model.parse_event`` when needed)."""
+
+    build_id: str
+    seq: int
+    type: str
+    at: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSummary:
+    build_id: str
+    first_at: str
+    last_at: str
+    head_seq: int
+    last_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The result of checking one build's hash chain. ``first_bad_seq`` is None when
+    the chain is intact."""
+
+    build_id: str
+    events: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_seq is None
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class EventStore(Protocol):
+    """The port: what the engine and the CLI need of a store of events."""
+
+    def append(
+        self, build_id: str, expected_seq: int, prev_hash: str, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        """Append ``events`` after ``expected_seq`` atomically, or raise
+        :class:`ConcurrencyError` (someone else appended first) and write nothing."""
+        ...
+
+    def read(
+        self, build_id: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> Iterator[RecordedEvent]: ...
+
+    def builds(self) -> list[BuildSummary]: ...
+
+    def head(self, build_id: str) -> tuple[int, str] | None: ...
+
+    def verify(self, build_id: str) -> ChainReport: ...
+
+    def close(self) -> None: ...
+
+
+ChainRow = tuple[int, str, str, str, str, str]
+"""(seq, type, at, payload as stored text, prev_hash, hash)"""
+
+
+def verify_chain(
+    build_id: str, rows: Iterator[ChainRow], recorded_head: tuple[int, str] | None
+) -> ChainReport:
+    """Check contiguity, links and hashes of ``rows`` (in storage order), then that the
+    chain ends where the recorded head says. Shared by every adapter."""
+    expected_seq = 1
+    prev = GENESIS_HASH
+    count = 0
+    for seq, type_, at, payload_json, prev_hash, hash_ in rows:
+        count += 1
+        if seq != expected_seq:
+            return ChainReport(
+                build_id,
+                count,
+                prev,
+                expected_seq,
+                f"expected seq {expected_seq}, found seq {seq} (a row was deleted, inserted or moved)",
+            )
+        if prev_hash != prev:
+            return ChainReport(
+                build_id,
+                count,
+                prev,
+                seq,
+                "its prev_hash does not match the previous event's hash (a row was "
+                "replaced, inserted or reordered)",
+            )
+        if event_hash(build_id, seq, type_, at, payload_json, prev_hash) != hash_:
+            return ChainReport(build_id, count, prev, seq, "its content does not match its hash (edited)")
+        prev = hash_
+        expected_seq += 1
+    if recorded_head is not None:
+        head_seq, head_hash = recorded_head
+        if head_seq != expected_seq - 1 or head_hash != prev:
+            return ChainReport(
+                build_id,
+                count,
+                prev,
+                min(head_seq, expected_seq),
+                f"the log ends at seq {expected_seq - 1} but its recorded head is seq "
+                f"{head_seq} (events were removed from the end, or the head was edited)",
+            )
+    return ChainReport(build_id, count, prev)
+
+
+def stamp(
+    build_id: str, expected_seq: int, prev_hash: str, events: Sequence[NewEvent]
+) -> list[RecordedEvent]:
+    """Give new events their seq, timestamp and chained hashes."""
+    out: list[RecordedEvent] = []
+    at = utc_now()
+    prev = prev_hash
+    for offset, new in enumerate(events, start=1):
+        seq = expected_seq + offset
+        h = event_hash(build_id, seq, new.type, at, canonical_json(new.payload), prev)
+        out.append(RecordedEvent(build_id, seq, new.type, at, new.payload, prev, h))
+        prev = h
+    return out
+
+
+_INSERT = (
+    "INSERT INTO events (build_id, seq, type, at, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT = (
+    "SELECT position, build_id, seq, type, at, payload, prev_hash, hash FROM events "
+    "WHERE build_id = ? AND seq > ? AND seq <= ? ORDER BY seq"
+)
+
+
+class SqliteEventStore:
+    """Events in one SQLite file: WAL, ``synchronous=FULL``, foreign keys on.
+
+    Safe for several processes at once: writers serialise on SQLite's lock (with a
+    busy timeout) and the unique ``(build_id, seq)`` index rejects a stale writer.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.conn = _connect(self.path, busy_timeout_ms=busy_timeout_ms, readonly=readonly)
+
+    # -- writing -------------------------------------------------------------------
+
+    def append(
+        self, build_id: str, expected_seq: int, prev_hash: str, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        stamped = stamp(build_id, expected_seq, prev_hash, events)
+        self.insert(stamped)
+        return stamped
+
+    def insert(self, stamped: Sequence[RecordedEvent]) -> None:
+        """Write events already stamped by :func:`stamp`, atomically."""
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only", hint="run without --readonly to write")
+        if not stamped:
+            return
+        rows = [
+            (r.build_id, r.seq, r.type, r.at, canonical_json(r.payload), r.prev_hash, r.hash) for r in stamped
+        ]
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany(_INSERT, rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            first = stamped[0]
+            raise ConcurrencyError(
+                f"build {first.build_id}: another runner appended event seq {first.seq} "
+                "first; nothing was written by this run",
+                hint="only one `gmi-fsm run` may drive a build at a time; check "
+                f"`gmi-fsm status {first.build_id}`",
+            ) from exc
+        except sqlite3.OperationalError as exc:
+            raise _operational(exc, self.path) from exc
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(
+        self, build_id: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> Iterator[RecordedEvent]:
+        loads = json.loads
+        until = until_seq if until_seq is not None else 2**62
+        try:
+            cursor = self.conn.execute(_SELECT, (build_id, after_seq, until))
+            for pos, bid, seq, type_, at, payload, prev, h in cursor:
+                yield RecordedEvent(bid, seq, type_, at, loads(payload), prev, h, pos)
+        except sqlite3.OperationalError as exc:
+            raise _operational(exc, self.path) from exc
+
+    def chain_rows(self, build_id: str) -> Iterator[ChainRow]:
+        """Rows in the order they were written (by position), payload as stored text."""
+        yield from self.conn.execute(
+            "SELECT seq, type, at, payload, prev_hash, hash FROM events WHERE build_id = ? ORDER BY position",
+            (build_id,),
+        )
+
+    def head(self, build_id: str) -> tuple[int, str] | None:
+        row = self.conn.execute("SELECT seq, hash FROM heads WHERE build_id = ?", (build_id,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def require(self, build_id: str) -> tuple[int, str]:
+        head = self.head(build_id)
+        if head is None:
+            raise UnknownBuildError(
+                f"no build {build_id!r} in {self.path}",
+                hint="`gmi-fsm list` shows the builds in this database; is --db right?",
+            )
+        return head
+
+    def builds(self) -> list[BuildSummary]:
+        rows = self.conn.execute(
+            "SELECT h.build_id, f.at, l.at, h.seq, l.type FROM heads h "
+            "JOIN events f ON f.build_id = h.build_id AND f.seq = 1 "
+            "JOIN events l ON l.build_id = h.build_id AND l.seq = h.seq "
+            "ORDER BY f.position"
+        ).fetchall()
+        return [BuildSummary(*r) for r in rows]
+
+    def build_ids(self) -> list[str]:
+        """Every build id present, from the events themselves (not the heads table)."""
+        return [
+            r[0]
+            for r in self.conn.execute("SELECT build_id FROM events GROUP BY build_id ORDER BY MIN(position)")
+        ]
+
+    def verify(self, build_id: str) -> ChainReport:
+        return verify_chain(build_id, self.chain_rows(build_id), self.head(build_id))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Connection:
+    if readonly and not path.exists():
+        raise StoreError(
+            f"event database {path} does not exist",
+            hint="give the right --db (or GMI_FSM_DB), or start a build with `gmi-fsm run`",
+        )
+    if not readonly:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder for the event database {path}: {exc.strerror}",
+                hint="choose a writable location with --db or GMI_FSM_DB",
+            ) from exc
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write takes
+        # the lock up front and never fails halfway on a lock upgrade.
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            isolation_level=None,
+            timeout=busy_timeout_ms / 1000,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if readonly:
+            if current_version(conn) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema version {current_version(conn)}, expected {SCHEMA_VERSION}",
+                    hint="open it once without --readonly so it is migrated",
+                )
+        elif current_version(conn) != SCHEMA_VERSION:
+            migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise _operational(exc, path) from exc
+    except RuntimeError as exc:
+        raise StoreError(str(exc), hint="upgrade gmi-fsm") from exc
+    return conn
+
+
+def _operational(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(
+            f"event database {path} is locked by another process ({text})",
+            hint="wait for the other gmi-fsm (or sqlite3 shell) to finish, or raise GMI_FSM_BUSY_TIMEOUT_MS",
+        )
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return StoreError(
+            f"event database {path} cannot be written or opened ({text})",
+            hint="check the file's and its folder's permissions (SQLite also needs to "
+            "create -wal and -shm files beside it), or choose another --db",
+        )
+    if "not a database" in text or "malformed" in text:
+        return StoreError(
+            f"{path} is not a gmi-fsm event database ({text})",
+            hint="point --db at the right file; do not reuse another tool's database",
+        )
+    return StoreError(f"event database {path}: {text}", hint="")

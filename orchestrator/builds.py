@@ -1,0 +1,191 @@
+"""The library behind the CLI: start, resume, decide, abort, and read builds.
+
+Every CLI command is one call here, so tests call these directly, without a
+subprocess.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets as _random
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from events.errors import UnknownBuildError
+from events.model import BuildAborted, BuildRequested, Decision, OperatorDecision, SpecChanged
+from events.store import ChainReport, RecordedEvent, SqliteEventStore
+from orchestrator.engine import Engine, Observer, RunResult
+from orchestrator.recorder import BuildRecorder
+from orchestrator.spec import BuildSpec, load_spec, spec_sha256, validate_spec
+from states.projection import BuildState, fold
+from states.stages import PAUSED
+
+TOOL_VERSION = "0.1.0"
+
+
+def who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def new_build_id(spec_name: str) -> str:
+    """Readable and sortable: ``<name>-<utc time>-<random>``."""
+    return f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{_random.token_hex(3)}"
+
+
+def open_store(db: Path, *, readonly: bool = False) -> SqliteEventStore:
+    timeout = int(os.environ.get("GMI_FSM_BUSY_TIMEOUT_MS", "5000"))
+    return SqliteEventStore(db, busy_timeout_ms=timeout, readonly=readonly)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBuild:
+    spec: BuildSpec
+    frozen: dict[str, Any]
+    spec_path: Path
+
+
+def prepare(spec_path: Path) -> PreparedBuild:
+    """Validate a spec file (raises SpecError). Writes nothing."""
+    spec, frozen = load_spec(spec_path)
+    return PreparedBuild(spec, frozen, spec_path.resolve())
+
+
+def check_secrets(spec: BuildSpec, base_dir: Path) -> None:
+    """Resolve every secret reference now, so a missing one fails before anything
+    is written (raises SecretError)."""
+    from orchestrator.secrets import resolve  # noqa: PLC0415
+
+    for where, ref in spec.secret_refs():
+        resolve(ref, where=where, base_dir=base_dir)
+
+
+def request(store: SqliteEventStore, prepared: PreparedBuild, build_id: str | None = None) -> str:
+    """Append BuildRequested for a new build; return its id."""
+    bid = build_id or new_build_id(prepared.spec.name)
+    recorder = BuildRecorder(store, bid)
+    if recorder.state.events:
+        msg = f"build {bid} already exists"
+        raise ValueError(msg)
+    recorder.record(
+        BuildRequested(
+            spec=prepared.frozen,
+            spec_sha256=spec_sha256(prepared.frozen),
+            spec_path=str(prepared.spec_path),
+            tool_version=TOOL_VERSION,
+            requested_by=who(),
+            hostname=socket.gethostname(),
+        )
+    )
+    return bid
+
+
+def frozen_spec(state: BuildState) -> tuple[BuildSpec, Path]:
+    """The spec a build runs with: the copy frozen in its events, and the folder
+    relative paths in it are read from."""
+    spec, _ = validate_spec(state.spec, f"build {state.build_id} (frozen spec)")
+    return spec, Path(state.spec_path).parent
+
+
+def load_state(store: SqliteEventStore, build_id: str) -> BuildState:
+    store.require(build_id)
+    return fold(build_id, store.read(build_id))
+
+
+def change_spec(store: SqliteEventStore, build_id: str, prepared: PreparedBuild) -> None:
+    recorder = BuildRecorder(store, build_id)
+    recorder.record(
+        SpecChanged(
+            spec=prepared.frozen,
+            spec_sha256=spec_sha256(prepared.frozen),
+            spec_path=str(prepared.spec_path),
+            changed_by=who(),
+        )
+    )
+
+
+async def run(
+    store: SqliteEventStore,
+    build_id: str,
+    *,
+    observer: Observer | None = None,
+    engine_hook: Any = None,
+) -> RunResult:
+    """Run (or resume) a build until it ends or pauses."""
+    from orchestrator.hosts.factory import make_host  # noqa: PLC0415 - heavy imports
+
+    store.require(build_id)
+    recorder = BuildRecorder(store, build_id)
+    spec, base_dir = frozen_spec(recorder.state)
+    host = make_host(spec, base_dir, recorder)
+    engine = Engine(
+        recorder,
+        host,
+        observer=observer,
+        who=who(),
+        hostname=socket.gethostname(),
+        tool_version=TOOL_VERSION,
+    )
+    if engine_hook is not None:
+        engine_hook(engine)
+    try:
+        return await engine.run()
+    finally:
+        await host.close()
+
+
+def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str = "") -> BuildState:
+    """Record an operator's decision on a paused build."""
+    recorder = BuildRecorder(store, build_id)
+    st = recorder.state
+    if st.status != PAUSED:
+        msg = f"build {build_id} is not paused (it is {st.status}); nothing to decide"
+        raise ValueError(msg)
+    stage, _, step = st.paused_step.partition("/")
+    recorder.record(OperatorDecision(stage=stage, step=step, decision=decision, operator=who(), note=note))
+    if decision == "abort":
+        recorder.record(BuildAborted(reason=note or "aborted by operator decision", aborted_by=who()))
+    return recorder.state
+
+
+def abort(store: SqliteEventStore, build_id: str, reason: str) -> BuildState:
+    recorder = BuildRecorder(store, build_id)
+    st = recorder.state
+    if st.terminal:
+        msg = f"build {build_id} has already {st.status}"
+        raise ValueError(msg)
+    if st.status == PAUSED:
+        stage, _, step = st.paused_step.partition("/")
+        recorder.record(
+            OperatorDecision(stage=stage, step=step, decision="abort", operator=who(), note=reason)
+        )
+    recorder.record(BuildAborted(reason=reason, aborted_by=who()))
+    return recorder.state
+
+
+def history(store: SqliteEventStore, build_id: str) -> Iterator[RecordedEvent]:
+    store.require(build_id)
+    return store.read(build_id)
+
+
+def replay(store: SqliteEventStore, build_id: str, until_seq: int | None = None) -> BuildState:
+    """Rebuild the state through the machine, checking every move (raises
+    CorruptStreamError at the first illegal one)."""
+    store.require(build_id)
+    return fold(build_id, store.read(build_id, until_seq=until_seq))
+
+
+def verify(store: SqliteEventStore, build_id: str | None) -> list[ChainReport]:
+    ids = [build_id] if build_id else store.build_ids()
+    if build_id and not store.build_ids().count(build_id) and store.head(build_id) is None:
+        raise UnknownBuildError(
+            f"no build {build_id!r} in {store.path}", hint="`gmi-fsm list` shows the builds in this database"
+        )
+    return [store.verify(b) for b in ids]

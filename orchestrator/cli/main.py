@@ -1,0 +1,108 @@
+"""The ``gmi-fsm`` command line: a thin layer over ``orchestrator.builds``.
+
+Imports are lazy: ``--help`` and the read commands must start in well under 150 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from orchestrator.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from events.store import SqliteEventStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Failure(click.ClickException):
+    """A user-facing error: what, where, how to fix, and a documented exit code."""
+
+    def __init__(self, message: str, code: ExitCode, hint: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = int(code)
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        err = file or sys.stderr
+        click.echo(f"error: {self.message}", err=True, file=err)
+        if self.hint:
+            click.echo(f"hint: {self.hint}", err=True, file=err)
+
+
+def fail(message: str, code: ExitCode, hint: str = "") -> NoReturn:
+    raise Failure(message, code, hint)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="GMI_FSM_DB",
+    help="Event database (SQLite). Default: $GMI_FSM_DB, else "
+    "$XDG_STATE_HOME/gmi-fsm/events.db (~/.local/state/gmi-fsm/events.db).",
+)
+@click.version_option("0.1.0", prog_name="gmi-fsm")
+@click.pass_context
+def cli(ctx: click.Context, db: Path | None) -> None:
+    """Build Genie Machine Images as resumable, auditable state machines.
+
+    Every command sent to a host or guest is recorded in an SQLite event log before
+    and after it runs: a build survives a crash and resumes where it stopped, and
+    its history can be replayed, audited and verified.
+    """
+    from orchestrator.paths import default_db  # noqa: PLC0415
+
+    ctx.obj = db or default_db()
+
+
+def store_for(ctx: click.Context, *, readonly: bool = False) -> SqliteEventStore:
+    from events.errors import StoreError  # noqa: PLC0415
+    from orchestrator.builds import open_store  # noqa: PLC0415
+
+    try:
+        return open_store(ctx.obj, readonly=readonly)
+    except StoreError as exc:
+        fail(str(exc), ExitCode.STORE_ERROR, exc.hint)
+
+
+def _register() -> None:
+    # Commands live in small modules; importing them registers them on `cli`.
+    from orchestrator.cli import (  # noqa: F401, PLC0415
+        cmd_graph,
+        cmd_read,
+        cmd_run,
+        cmd_spec,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        cli.main(args=argv, prog_name="gmi-fsm", standalone_mode=False)
+    except Failure as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,57 @@
+"""Human progress on a terminal: one line per stage and step, with durations.
+
+Off a terminal, the structured log (JSON lines) is the progress instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+from orchestrator.targets.base import Stream
+from states.stages import stage_by_name
+from states.steps import Step
+
+_ICONS = {
+    "succeeded": "[green]✓[/]",
+    "already_done": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+    "timed_out": "[red]⏱[/]",
+    "error": "[red]![/]",
+}
+
+
+class ConsoleProgress:
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+        self._t0 = time.monotonic()
+
+    def _clock(self) -> str:
+        s = int(time.monotonic() - self._t0)
+        return f"[dim]{s // 60:02d}:{s % 60:02d}[/]"
+
+    def stage_entered(self, stage: str) -> None:
+        title = stage_by_name(stage).title
+        self.console.print(f"{self._clock()} [bold cyan]▶ {title}[/] [dim]({stage})[/]")
+
+    def step_started(self, step: Step, attempt: int, note: str) -> None:
+        extra = f" [dim](attempt {attempt})[/]" if attempt > 1 else ""
+        label = step.description or step.name
+        self.console.print(f"{self._clock()}   … {label}{extra}", highlight=False)
+
+    def step_output(self, step: Step, stream: Stream, data: bytes) -> None:
+        if self.verbose:
+            for line in data.decode("utf-8", "replace").splitlines():
+                self.console.print(f"        [dim]{line}[/]", highlight=False, markup=False)
+
+    def step_finished(self, step: Step, outcome: str, duration_s: float, detail: str) -> None:
+        icon = _ICONS.get(outcome, "?")
+        tail = f" [red]{detail}[/]" if detail and outcome not in ("succeeded",) else ""
+        self.console.print(
+            f"{self._clock()}   {icon} {step.name} [dim]{duration_s:.1f}s[/]{tail}", highlight=False
+        )
+
+    def message(self, text: str) -> None:
+        self.console.print(f"{self._clock()} {text}", highlight=False)

@@ -1,0 +1,398 @@
+"""The engine: drives one build from its events to its end, one step at a time.
+
+Write-ahead: StepStarted is committed before a command is sent and StepFinished
+after it ends. On resume the folded state says which steps are done (never run
+again) and which are in doubt (started, never finished): those re-run only if
+idempotent, else their check probe decides, else the build pauses for an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from events.model import (
+    ArtifactRecorded,
+    BuildFailed,
+    BuildPaused,
+    BuildResumed,
+    BuildSucceeded,
+    FactRecorded,
+    RunInterrupted,
+    StageCompleted,
+    StageEntered,
+    StageFailed,
+    StepFinished,
+    StepOutcome,
+    StepStarted,
+)
+from orchestrator.capture import OutputCapture
+from orchestrator.hosts.base import Host
+from orchestrator.recorder import BuildRecorder
+from orchestrator.secrets import REDACTOR
+from orchestrator.targets.base import CommandResult, Stream, TargetError
+from states.projection import DONE, RUNNING, BuildState
+from states.stages import FAILED, FIRST_STAGE, PAUSED, REQUESTED, next_stage
+from states.steps import Command, Step
+
+
+class Outcome(Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PAUSED = "paused"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    outcome: Outcome
+    build_id: str
+    stage: str
+    message: str = ""
+
+
+class Observer(Protocol):
+    """Progress reporting; the CLI shows it, tests may collect it."""
+
+    def stage_entered(self, stage: str) -> None: ...
+    def step_started(self, step: Step, attempt: int, note: str) -> None: ...
+    def step_output(self, step: Step, stream: Stream, data: bytes) -> None: ...
+    def step_finished(self, step: Step, outcome: str, duration_s: float, detail: str) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentObserver:
+    def stage_entered(self, stage: str) -> None: ...
+    def step_started(self, step: Step, attempt: int, note: str) -> None: ...
+    def step_output(self, step: Step, stream: Stream, data: bytes) -> None: ...
+    def step_finished(self, step: Step, outcome: str, duration_s: float, detail: str) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class BuildIsPaused(Exception):
+    def __init__(self, state: BuildState) -> None:
+        super().__init__(f"build {state.build_id} is paused at {state.paused_step}: {state.reason}")
+        self.state = state
+
+
+class BuildHasEnded(Exception):
+    def __init__(self, state: BuildState) -> None:
+        super().__init__(f"build {state.build_id} has already {state.status}")
+        self.state = state
+
+
+class Engine:
+    def __init__(
+        self,
+        recorder: BuildRecorder,
+        host: Host,
+        *,
+        observer: Observer | None = None,
+        who: str = "",
+        hostname: str = "",
+        tool_version: str = "",
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.recorder = recorder
+        self.host = host
+        self.observer: Observer = observer or SilentObserver()
+        self.who, self.hostname, self.tool_version = who, hostname, tool_version
+        self._sleep = sleep
+        self._current: Step | None = None
+        self._sessions_done: set[str] = set()
+        self.stop_signal = ""  # set by the CLI's signal handler before it cancels us
+
+    @property
+    def state(self) -> BuildState:
+        return self.recorder.state
+
+    async def run(self) -> RunResult:
+        """Run the build until it succeeds, fails or pauses. Raises BuildIsPaused /
+        BuildHasEnded if there is nothing this run may do."""
+        st = self.state
+        if st.terminal:
+            raise BuildHasEnded(st)
+        if st.status == PAUSED:
+            raise BuildIsPaused(st)
+        if st.events > 1:
+            self.recorder.record(
+                BuildResumed(
+                    resumed_by=self.who,
+                    hostname=self.hostname,
+                    tool_version=self.tool_version,
+                    from_status=st.status,
+                )
+            )
+        try:
+            return await self._drive()
+        except asyncio.CancelledError:
+            self._interrupted(self.stop_signal or "cancelled")
+            raise
+
+    def _interrupted(self, signal_name: str) -> None:
+        st = self.state
+        if st.terminal or st.status in (PAUSED, FAILED, REQUESTED):
+            return
+        step = self._current.id if self._current else ""
+        self.recorder.record(RunInterrupted(signal=signal_name, stage=st.status, step=step))
+
+    async def _drive(self) -> RunResult:
+        while True:
+            st = self.state
+            if st.status == REQUESTED:
+                self._enter(FIRST_STAGE)
+                continue
+            stage = st.status
+            if not st.stage_done:
+                result = await self._run_stage(stage)
+                if result is not None:
+                    return result
+                self.recorder.record(StageCompleted(stage=stage))
+            nxt = next_stage(stage)
+            if nxt is None:
+                self.recorder.record(BuildSucceeded())
+                self.observer.message(f"build {st.build_id} succeeded")
+                return RunResult(Outcome.SUCCEEDED, st.build_id, stage)
+            self._enter(nxt)
+
+    def _enter(self, stage: str) -> None:
+        self.recorder.record(StageEntered(stage=stage))
+        self.observer.stage_entered(stage)
+
+    async def _run_stage(self, stage: str) -> RunResult | None:
+        try:
+            plan = self.host.plan(stage)
+        except Exception as exc:  # a plan that cannot be made is a failed build
+            self.recorder.record(BuildFailed(stage=stage, reason=f"cannot plan stage: {exc}"))
+            return RunResult(Outcome.FAILED, self.state.build_id, stage, str(exc))
+        for step in plan:
+            result = await self._run_planned(step)
+            if result is not None:
+                return result
+        return None
+
+    async def _run_planned(self, step: Step) -> RunResult | None:
+        record = self.state.steps.get(step.id)
+        first_attempt = 1
+        if record is not None:
+            if record.status == DONE:
+                return None
+            first_attempt = record.attempts + 1
+            if record.status == RUNNING:
+                decided = await self._settle_in_doubt(step, record.attempts)
+                if decided is not None:
+                    return decided if isinstance(decided, RunResult) else None
+            # FAILED_STEP (a resumed failed build) and RETRY (operator) run again.
+        session = self.host.session_step(step)
+        if session is not None and session.id not in self._sessions_done:
+            failed = await self._attempts(session, 1, session_step=True)
+            if failed is not None:
+                return failed
+            self._sessions_done.add(session.id)
+        return await self._attempts(step, first_attempt)
+
+    async def _settle_in_doubt(self, step: Step, attempt: int) -> RunResult | bool | None:
+        """A step started in an earlier run never finished. Returns None to run it
+        again, True if it turned out done, or a RunResult to stop (paused)."""
+        st = self.state
+        if step.idempotent:
+            self._close_in_doubt(step, attempt, "in doubt after an interrupted run; re-running (idempotent)")
+            return None
+        if step.check is not None:
+            done = await self._probe(step)
+            if done:
+                self.recorder.record(
+                    StepFinished(
+                        stage=step.stage,
+                        step=step.name,
+                        attempt=attempt,
+                        outcome="already_done",
+                        exit_code=None,
+                        duration_s=0.0,
+                        error="in doubt after an interrupted run; its check found the effect",
+                    )
+                )
+                self.observer.step_finished(step, "already_done", 0.0, "check: already done")
+                return True
+            self._close_in_doubt(
+                step, attempt, "in doubt after an interrupted run; its check found no effect: re-running"
+            )
+            return None
+        reason = (
+            f"step {step.id} was started (attempt {attempt}) but never finished, and it is "
+            "neither idempotent nor has a check: running it again could do it twice"
+        )
+        self.recorder.record(BuildPaused(stage=step.stage, step=step.name, reason=reason))
+        self.observer.message(
+            f"paused: {reason}. Decide with `gmi-fsm resume {st.build_id} --decision retry|skip|abort`"
+        )
+        return RunResult(Outcome.PAUSED, st.build_id, step.stage, reason)
+
+    def _close_in_doubt(self, step: Step, attempt: int, why: str) -> None:
+        self.recorder.record(
+            StepFinished(
+                stage=step.stage,
+                step=step.name,
+                attempt=attempt,
+                outcome="error",
+                exit_code=None,
+                duration_s=0.0,
+                error=why,
+            )
+        )
+
+    async def _probe(self, step: Step) -> bool:
+        assert step.check is not None
+        target = self.host.target(step.target)
+        self.recorder.record(self._started(step, step.check, 0, probe=True))
+        capture = OutputCapture()
+        t0 = time.monotonic()
+        try:
+            result = await target.run(step.check, timeout_s=min(step.timeout_s, 300), sink=capture)
+        except TargetError as exc:
+            result = CommandResult(None, error=str(exc))
+        out, err = capture.finish(self.recorder.blobs)
+        outcome: StepOutcome = "succeeded" if result.exit_code == 0 else "failed"
+        self.recorder.record(
+            StepFinished(
+                stage=step.stage,
+                step=step.name,
+                attempt=0,
+                outcome=outcome,
+                exit_code=result.exit_code,
+                duration_s=round(time.monotonic() - t0, 3),
+                stdout=out,
+                stderr=err,
+                error=result.error,
+                probe=True,
+            )
+        )
+        return result.exit_code == 0
+
+    def _started(self, step: Step, command: Command, attempt: int, *, probe: bool) -> StepStarted:
+        return StepStarted(
+            stage=step.stage,
+            step=step.name,
+            attempt=attempt,
+            target=step.target,
+            command=REDACTOR.text(command.text),
+            args=[REDACTOR.text(a) for a in command.masked_args()],
+            params=_masked_params(command),
+            idempotent=step.idempotent,
+            timeout_s=step.timeout_s,
+            probe=probe,
+        )
+
+    async def _attempts(
+        self, step: Step, first_attempt: int, *, session_step: bool = False
+    ) -> RunResult | None:
+        policy = step.retry
+        last_error = ""
+        for n in range(policy.attempts):
+            attempt = first_attempt + n
+            delay = policy.delay_before(n + 1)
+            if delay:
+                self.observer.message(f"retrying {step.id} in {delay:g} s")
+                await self._sleep(delay)
+            ok, last_error, retryable = await self._attempt(step, attempt, session_step)
+            if ok:
+                return None
+            if not retryable:
+                break
+        st = self.state
+        reason = f"step {step.id} failed: {last_error}"
+        self.recorder.record(StageFailed(stage=step.stage, step=step.name, reason=reason))
+        return RunResult(Outcome.FAILED, st.build_id, step.stage, reason)
+
+    async def _attempt(self, step: Step, attempt: int, session_step: bool) -> tuple[bool, str, bool]:
+        """One attempt: (succeeded, error text, worth retrying)."""
+        target = self.host.target(step.target)
+        self._current = step
+        # Write-ahead: committed before anything is sent.
+        self.recorder.record(self._started(step, step.command, attempt, probe=session_step))
+        self.observer.step_started(step, attempt, "session" if session_step else "")
+        capture = OutputCapture(echo=lambda s, d: self.observer.step_output(step, s, d))
+        t0 = time.monotonic()
+        retryable = True
+        try:
+            result = await target.run(step.command, timeout_s=step.timeout_s, sink=capture)
+        except TargetError as exc:
+            result = CommandResult(None, error=_target_error_text(exc))
+            retryable = exc.retryable
+        except asyncio.CancelledError:
+            capture.discard()
+            raise
+        duration = round(time.monotonic() - t0, 3)
+        out, err = capture.finish(self.recorder.blobs)
+        ok = result.exit_code in step.ok_exit_codes and not result.timed_out and not result.error
+        outcome: StepOutcome
+        if ok:
+            outcome = "succeeded"
+        elif result.timed_out:
+            outcome = "timed_out"
+        elif result.exit_code is None:
+            outcome = "error"
+        else:
+            outcome = "failed"
+        error = result.error or (
+            "" if ok else f"exit status {result.exit_code}" + _stderr_hint(err.tail or err.head)
+        )
+        events: list[StepFinished | FactRecorded | ArtifactRecorded] = [
+            StepFinished(
+                stage=step.stage,
+                step=step.name,
+                attempt=attempt,
+                outcome=outcome,
+                exit_code=result.exit_code,
+                duration_s=duration,
+                stdout=out,
+                stderr=err,
+                error=REDACTOR.text(error),
+                probe=session_step,
+            )
+        ]
+        if ok:
+            events.extend(self._facts(step, result, capture.stdout_text()))
+            events.extend(
+                ArtifactRecorded(name=a.name, path=a.path, sha256=a.sha256, size=a.size, kind=a.kind)
+                for a in result.artifacts
+            )
+        self.recorder.record(*events)
+        self._current = None
+        self.observer.step_finished(step, outcome, duration, error)
+        return ok, error, retryable
+
+    def _facts(self, step: Step, result: CommandResult, stdout: str | None) -> list[FactRecorded]:
+        facts: dict[str, str] = dict(result.facts)
+        if step.facts == "key_value" and stdout:
+            for line in stdout.splitlines():
+                key, sep, value = line.partition("=")
+                if sep and key.strip():
+                    facts[key.strip()] = value.strip()
+        elif step.facts == "text" and stdout is not None and step.fact:
+            facts[step.fact] = stdout.strip()
+        known = self.state.facts
+        return [
+            FactRecorded(key=k, value=REDACTOR.text(v), source=step.id)
+            for k, v in facts.items()
+            if known.get(k) != v
+        ]
+
+
+def _masked_params(command: Command) -> dict[str, object]:
+    return {k: (REDACTOR.text(v) if isinstance(v, str) else v) for k, v in command.masked_params().items()}
+
+
+def _target_error_text(exc: TargetError) -> str:
+    text = str(exc)
+    return f"{text} (hint: {exc.hint})" if exc.hint else text
+
+
+def _stderr_hint(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return f": {lines[-1][:300]}" if lines else ""

@@ -1,0 +1,41 @@
+"""The documented exit codes of ``gmi-fsm`` (docs/cli.md lists them too; a test keeps
+the two in step)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1  # a bug: please report it with the traceback from --debug
+    USAGE = 2  # a wrong command line (click's own code)
+    SPEC_INVALID = 3  # the spec file is missing, not YAML, or not a valid spec
+    BUILD_FAILED = 4  # a step failed; fix the cause and `gmi-fsm run --resume ID`
+    BUILD_PAUSED = 5  # an operator must decide: `gmi-fsm resume ID --decision ...`
+    BUILD_BUSY = 6  # another runner drives this build right now
+    UNKNOWN_BUILD = 7  # no such build id in the database
+    STORE_ERROR = 8  # the database is locked, read-only, or not ours
+    VERIFY_FAILED = 9  # the hash chain is broken or the stream is not a legal build
+    BUILD_ENDED = 10  # the build already succeeded or was aborted: nothing to do
+    SECRET_ERROR = 11  # a secret reference (env:/file:) could not be resolved
+    VALIDATION_FAILED = 12  # `gmi-fsm validate` found the package not acceptable
+    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; resumable with --resume
+
+
+DESCRIPTIONS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "internal error (a bug); rerun with --debug and report it",
+    ExitCode.USAGE: "wrong command line",
+    ExitCode.SPEC_INVALID: "the spec file is missing, not YAML, or not a valid spec",
+    ExitCode.BUILD_FAILED: "a step failed; fix the cause, then `gmi-fsm run --resume ID`",
+    ExitCode.BUILD_PAUSED: "paused: an operator must decide with `gmi-fsm resume ID --decision`",
+    ExitCode.BUILD_BUSY: "another runner is driving this build",
+    ExitCode.UNKNOWN_BUILD: "no build with that id in the database",
+    ExitCode.STORE_ERROR: "the event database is locked, read-only or not a gmi-fsm database",
+    ExitCode.VERIFY_FAILED: "the event log's hash chain is broken or its events are not a legal build",
+    ExitCode.BUILD_ENDED: "the build has already succeeded or been aborted",
+    ExitCode.SECRET_ERROR: "a secret reference (env:NAME / file:PATH) could not be resolved",
+    ExitCode.VALIDATION_FAILED: "the GMI package did not pass validation",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; the build is resumable",
+}

@@ -1,0 +1,36 @@
+"""What the engine needs of a hypervisor host (QEMU, Hyper-V) or of no host at all.
+
+A host plans its own steps for each stage and gives the engine the targets those
+steps name. It may also ask for a *session step* before a step runs (e.g. "boot the
+VM and wait for SSH" before the first guest command of a run): session steps are
+recorded like any step but are never "done" for good, since a new run needs them
+again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from orchestrator.targets.base import Target
+    from states.steps import Step, TargetName
+
+
+class Host(Protocol):
+    kind: str
+
+    def plan(self, stage: str) -> list[Step]:
+        """This host's steps for ``stage`` (guest steps included), in order."""
+        ...
+
+    def target(self, name: TargetName) -> Target:
+        """The target for a step's ``target`` field."""
+        ...
+
+    def session_step(self, step: Step) -> Step | None:
+        """A step to run first, in this run, before ``step`` can run (or None)."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything this run started (VMs, connections)."""
+        ...

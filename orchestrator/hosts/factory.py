@@ -1,0 +1,23 @@
+"""Choose the host implementation for a spec (imports are lazy: each host pulls in
+its own heavy libraries)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.spec import BuildSpec
+
+if TYPE_CHECKING:
+    from orchestrator.hosts.base import Host
+    from orchestrator.recorder import BuildRecorder
+
+
+def make_host(spec: BuildSpec, base_dir: Path, recorder: BuildRecorder) -> Host:
+    kind = spec.host.kind
+    if kind == "local":
+        from orchestrator.hosts.local import LocalHost  # noqa: PLC0415
+
+        return LocalHost(spec, base_dir)
+    msg = f"host kind {kind!r} is not available in this build of gmi-fsm"
+    raise ValueError(msg)

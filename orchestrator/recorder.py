@@ -1,0 +1,62 @@
+"""Appends a build's events and keeps its folded state current.
+
+Every new event is first applied to the projection (so an illegal move never
+reaches the log), then written; if the write fails the projection is rebuilt from
+the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+from events.blobs import BlobStore
+from events.model import Event, event_payload
+from events.store import NewEvent, RecordedEvent, SqliteEventStore, stamp
+from states.projection import BuildState, Projector
+
+# Fault injection for the crash tests (docs/testing.md): kill this process with
+# SIGKILL right after the event with this seq is committed. Read once at import.
+_KILL_AFTER_SEQ = int(os.environ.get("GMI_FSM_FAULT_KILL_AFTER_SEQ", "0") or 0)
+
+
+class BuildRecorder:
+    def __init__(self, store: SqliteEventStore, build_id: str) -> None:
+        self.store = store
+        self.build_id = build_id
+        self.blobs = BlobStore(store.conn)
+        self.listeners: list[Callable[[RecordedEvent], None]] = []
+        self._projector = self._load()
+
+    def _load(self) -> Projector:
+        projector = Projector(self.build_id)
+        for ev in self.store.read(self.build_id):
+            projector.apply(ev)
+        return projector
+
+    @property
+    def state(self) -> BuildState:
+        return self._projector.state
+
+    def record(self, *events: Event) -> list[RecordedEvent]:
+        st = self.state
+        stamped = stamp(
+            self.build_id,
+            st.head_seq,
+            st.head_hash,
+            [NewEvent(e.type, event_payload(e)) for e in events],
+        )
+        try:
+            for ev in stamped:
+                self._projector.apply(ev)
+            self.store.insert(stamped)
+        except BaseException:
+            self._projector = self._load()
+            raise
+        for ev in stamped:
+            for listener in self.listeners:
+                listener(ev)
+        if _KILL_AFTER_SEQ and any(ev.seq >= _KILL_AFTER_SEQ for ev in stamped):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return stamped

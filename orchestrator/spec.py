@@ -1,0 +1,357 @@
+"""The build spec: YAML, validated by pydantic, secrets as references only.
+
+``load_spec`` turns every problem into a :class:`SpecError` that names the file, the
+field, the line (when the YAML tells it) and how to fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.secrets import is_reference
+from states.stages import STAGE_NAMES
+
+
+def _reference(value: str) -> str:
+    if not is_reference(value):
+        msg = (
+            "a plain-text secret is not allowed in a spec; write env:NAME or file:PATH "
+            "(the value is read at run time and never stored)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_reference)]
+"""A reference to a secret: ``env:NAME`` or ``file:PATH``."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OsSpec(_Strict):
+    name: str = Field(
+        description="OS name as in the GMI file name, e.g. Debian", pattern=r"^[A-Za-z][A-Za-z0-9._]*$"
+    )
+    version: str = Field(description="OS version, e.g. 12 or 24.04", pattern=r"^[A-Za-z0-9][A-Za-z0-9._]*$")
+    family: Literal["apt", "dnf", "zypper"] = Field(
+        description="Package manager family: apt (Debian, Ubuntu), dnf (Alma, Rocky, RHEL, "
+        "Fedora), zypper (openSUSE)"
+    )
+
+
+class LocalHostSpec(_Strict):
+    """No hypervisor: only hooks run. For trying the engine and for CI."""
+
+    kind: Literal["local"]
+
+
+class QemuHostSpec(_Strict):
+    kind: Literal["qemu"]
+    memory_mib: int = Field(2048, ge=256, le=262144)
+    cpus: int = Field(2, ge=1, le=64)
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    firmware: Literal["uefi", "direct-kernel"] = "uefi"
+    disk_gib: int | None = Field(None, ge=1, description="Grow the work disk to this size")
+    boot_timeout_s: float = Field(600, gt=0)
+    shutdown_timeout_s: float = Field(120, gt=0)
+
+
+class HyperVHostSpec(_Strict):
+    kind: Literal["hyperv"]
+    host: str = Field(description="Hyper-V host name or address (WinRM)")
+    port: int | None = Field(None, ge=1, le=65535)
+    transport: Literal["https", "http"] = "https"
+    auth: Literal["negotiate", "kerberos", "ntlm", "credssp", "certificate"] = "negotiate"
+    username: str | None = None
+    password: SecretRef | None = None
+    ca_bundle: str | None = Field(None, description="CA bundle path for the host's certificate")
+    certificate_pem: str | None = None
+    certificate_key_pem: str | None = None
+    switch: str = "Default Switch"
+    vm_path: str = Field(description="Folder on the host for the build VM, e.g. D:\\GMI\\build")
+    export_path: str = Field(description="Folder on the host for the export")
+    iso_path: str | None = Field(None, description="ISO path on the host")
+    memory_mib: int = Field(2048, ge=512)
+    dynamic_memory: bool = True
+    cpus: int = Field(2, ge=1)
+    disk_gib: int = Field(32, ge=4)
+    secure_boot: bool = True
+    secure_boot_template: str = "MicrosoftUEFICertificateAuthority"
+    install: Literal["unattended", "manual"] = "unattended"
+    keep_vm_on_failure: bool = True
+    fetch_export: bool = False
+    call_timeout_s: float = Field(600, gt=0)
+
+
+HostSpec = Annotated[LocalHostSpec | QemuHostSpec | HyperVHostSpec, Field(discriminator="kind")]
+
+
+class SourceSpec(_Strict):
+    base_image: str | None = Field(None, description="A base disk (raw, qcow2 or VHDX)")
+    iso: str | None = Field(None, description="An OS installer ISO")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    kernel: str | None = Field(None, description="vmlinuz for direct kernel boot")
+    initrd: str | None = None
+    kernel_cmdline: str = "root=LABEL=rootfs rw console=ttyS0 net.ifnames=0"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceSpec:
+        if (self.base_image is None) == (self.iso is None):
+            msg = "give exactly one of base_image or iso"
+            raise ValueError(msg)
+        return self
+
+
+class GuestSpec(_Strict):
+    user: str = Field("genie", pattern=r"^[a-z_][a-z0-9_-]*$")
+    ssh_private_key: SecretRef | None = Field(
+        None, description="Reference to the build user's private key file: file:PATH"
+    )
+    ssh_key_passphrase: SecretRef | None = None
+    password: SecretRef | None = None
+    connect_timeout_s: float = Field(600, gt=0)
+
+    @model_validator(mode="after")
+    def _some_auth(self) -> GuestSpec:
+        if self.ssh_private_key is None and self.password is None:
+            msg = "give ssh_private_key (file:PATH) or password (env:NAME) for the build user"
+            raise ValueError(msg)
+        return self
+
+
+class PrepareSpec(_Strict):
+    update: bool = True
+    remove_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_:-]*$")]] = []
+    extra_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_:-]*$")]] = []
+    hyperv_daemons: Literal["package", "source"] = "package"
+    grub_timeout_zero: bool = True
+    free_space: Literal["zero-fill", "fstrim", "none"] = "zero-fill"
+    remove_build_user_keys: bool = False
+    locale: str = "en_US.UTF-8"
+
+
+class ManifestSpec(_Strict):
+    maintainer: str = "gmi-fsm"
+    maintainer_email: str = ""
+    source_url: str = ""
+    description: str = ""
+
+
+class OutputSpec(_Strict):
+    dir: str = Field("out", description="Where the GMI and its package are written")
+    formats: list[Literal["zip", "tar.gz"]] = ["zip"]
+
+
+class HookSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    stage: str
+    when: Literal["before", "after"] = "after"
+    target: Literal["local", "guest"] = "local"
+    run: str = Field(min_length=1, description="A POSIX sh script")
+    args: list[str] = []
+    sudo: bool = False
+    idempotent: bool = False
+    check: str | None = Field(None, description="sh script: exit 0 means the effect is there")
+    timeout_s: float = Field(600, gt=0)
+    retries: int = Field(0, ge=0, le=20)
+    retry_delay_s: float = Field(1.0, ge=0)
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, v: str) -> str:
+        if v not in STAGE_NAMES:
+            msg = f"unknown stage {v!r}; stages are: {', '.join(STAGE_NAMES)}"
+            raise ValueError(msg)
+        return v
+
+
+class BuildSpec(_Strict):
+    """A GMI build: what to build, where, and how."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="A short name for the build")
+    os: OsSpec
+    host: HostSpec
+    source: SourceSpec | None = None
+    guest: GuestSpec | None = None
+    prepare: PrepareSpec = PrepareSpec()
+    manifest: ManifestSpec = ManifestSpec()
+    output: OutputSpec = OutputSpec()
+    hooks: list[HookSpec] = []
+    step_timeout_s: float = Field(1800, gt=0, description="Default timeout of a step")
+
+    @model_validator(mode="after")
+    def _host_needs(self) -> BuildSpec:
+        if self.host.kind != "local":
+            if self.source is None:
+                msg = f"host kind {self.host.kind} needs a source (base_image or iso)"
+                raise ValueError(msg)
+            if self.guest is None:
+                msg = f"host kind {self.host.kind} needs a guest section (user and key)"
+                raise ValueError(msg)
+        if any(h.target == "guest" for h in self.hooks) and self.host.kind == "local":
+            msg = "guest hooks need a host with a guest (qemu or hyperv)"
+            raise ValueError(msg)
+        names = [f"{h.stage}/{h.name}" for h in self.hooks]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            msg = f"hook names must be unique per stage: {', '.join(sorted(dupes))}"
+            raise ValueError(msg)
+        return self
+
+    def secret_refs(self) -> list[tuple[str, str]]:
+        """Every secret reference in the spec, with the field it is in."""
+        refs: list[tuple[str, str]] = []
+        if self.guest is not None:
+            for name in ("ssh_private_key", "ssh_key_passphrase", "password"):
+                value = getattr(self.guest, name)
+                if value:
+                    refs.append((f"guest.{name}", value))
+        if isinstance(self.host, HyperVHostSpec) and self.host.password:
+            refs.append(("host.password", self.host.password))
+        return refs
+
+    @property
+    def gmi_name(self) -> str:
+        """``GMI-<os>-<ver>``: the package's base name vmgenie expects."""
+        return f"GMI-{self.os.name}-{self.os.version}"
+
+    @property
+    def vm_name(self) -> str:
+        return f"GMI {self.os.name} {self.os.version}"
+
+
+class SpecIssue(BaseModel):
+    field: str
+    message: str
+    line: int | None = None
+
+
+class SpecError(Exception):
+    """A spec could not be used. ``issues`` lists every problem found."""
+
+    def __init__(self, path: str, issues: list[SpecIssue], *, hint: str = "") -> None:
+        self.path = path
+        self.issues = issues
+        self.hint = hint or "fix the spec and run `gmi-fsm spec check FILE` again"
+        lines = [f"{path}: the build spec is not valid"]
+        for i in issues:
+            where = f"{path}:{i.line}" if i.line else path
+            lines.append(f"  {where}: {i.field or '(top level)'}: {i.message}")
+        super().__init__("\n".join(lines))
+
+
+def spec_schema() -> dict[str, Any]:
+    return BuildSpec.model_json_schema()
+
+
+def spec_sha256(data: dict[str, Any]) -> str:
+    from events.chain import canonical_json  # noqa: PLC0415
+
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+def load_spec(path: Path) -> tuple[BuildSpec, dict[str, Any]]:
+    """Read and validate a spec file; return the model and its frozen JSON form."""
+    import yaml  # noqa: PLC0415 - only commands that read specs pay for it
+
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            shown,
+            [SpecIssue(field="", message="file not found")],
+            hint="check the path; `gmi-fsm spec check FILE` validates a spec",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(shown, [SpecIssue(field="", message=f"cannot read it: {exc}")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(
+            shown, [SpecIssue(field="", message=f"not valid YAML: {problem}", line=line)]
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            shown, [SpecIssue(field="", message="the top level must be a mapping (key: value)", line=1)]
+        )
+    return validate_spec(data, shown, node)
+
+
+def validate_spec(
+    data: dict[str, Any], shown: str = "<spec>", node: Any = None
+) -> tuple[BuildSpec, dict[str, Any]]:
+    try:
+        spec = BuildSpec.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors(include_url=False):
+            loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
+            field = ".".join(loc)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling; `gmi-fsm spec schema` lists the keys)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            msg = msg.removeprefix("Value error, ")
+            issues.append(SpecIssue(field=field, message=msg, line=_line_of(node, err["loc"])))
+        raise SpecError(shown, issues) from None
+    frozen = spec.model_dump(mode="json", exclude_defaults=False)
+    return spec, frozen
+
+
+_TAGS = {"local", "qemu", "hyperv"}
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and part in _TAGS
+
+
+def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node on ``loc`` (the key if the value is
+    missing)."""
+    line: int | None = None
+    current = node
+    for part in loc:
+        if current is None or _is_union_tag(part):
+            continue
+        if hasattr(current, "start_mark"):
+            line = current.start_mark.line + 1
+        nxt = None
+        if current.__class__.__name__ == "MappingNode":
+            for k, v in current.value:
+                if k.value == str(part):
+                    line = k.start_mark.line + 1
+                    nxt = v
+                    break
+        elif (
+            current.__class__.__name__ == "SequenceNode"
+            and isinstance(part, int)
+            and 0 <= part < len(current.value)
+        ):
+            nxt = current.value[part]
+            line = nxt.start_mark.line + 1
+        current = nxt
+    return line
+
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
