@@ -1,6 +1,7 @@
 """The event store port, and its SQLite adapter.
 
-Every adapter must pass the one contract suite in ``tests/events/contract.py``.
+Every adapter must pass the one contract suite in ``tests/events/test_store_contract.py``
+(``events.memory_store.InMemoryEventStore`` is the other adapter).
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from events.chain import GENESIS_HASH, canonical_json, event_hash
 from events.errors import ConcurrencyError, StoreError, UnknownBuildError
 from events.schema import SCHEMA_VERSION, current_version, migrate
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
     """An event as stored: envelope plus payload (a plain dict, parsed into the
-    typed union by ``events.model.parse_event`` when needed)."""
+    typed union by ``events.model.parse_event`` when needed). A NamedTuple because
+    replay creates hundreds of thousands of them: a frozen dataclass is 3x slower."""
 
     build_id: str
     seq: int
@@ -155,6 +156,7 @@ def stamp(
     return out
 
 
+_DECODER = json.JSONDecoder()
 _INSERT = (
     "INSERT INTO events (build_id, seq, type, at, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
@@ -197,6 +199,7 @@ class SqliteEventStore:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
+                self._check_continues(stamped[0])
                 self.conn.executemany(_INSERT, rows)
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -213,17 +216,33 @@ class SqliteEventStore:
         except sqlite3.OperationalError as exc:
             raise _operational(exc, self.path) from exc
 
+    def _check_continues(self, first: RecordedEvent) -> None:
+        """Under the write lock: ``first`` must follow the build's head exactly. A stale
+        seq is left to the unique index (a ConcurrencyError); a gap or a wrong
+        ``prev_hash`` would break the chain, so it is refused before anything is written."""
+        row = self.conn.execute("SELECT seq, hash FROM heads WHERE build_id = ?", (first.build_id,)).fetchone()
+        head_seq, head_hash = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+        if first.seq > head_seq and (first.seq != head_seq + 1 or first.prev_hash != head_hash):
+            raise StoreError(
+                f"build {first.build_id}: event seq {first.seq} does not continue the chain "
+                f"(head is seq {head_seq}); nothing was written",
+                hint="append after the current head (a bug in the caller)",
+            )
+
     # -- reading -------------------------------------------------------------------
 
     def read(
         self, build_id: str, *, after_seq: int = 0, until_seq: int | None = None
     ) -> Iterator[RecordedEvent]:
-        loads = json.loads
+        # Replay speed matters (>= 200k events/s): bind the decoder and build the
+        # tuples directly, skipping json.loads' and NamedTuple.__new__'s wrappers.
+        decode = _DECODER.decode
+        new = tuple.__new__
         until = until_seq if until_seq is not None else 2**62
         try:
             cursor = self.conn.execute(_SELECT, (build_id, after_seq, until))
             for pos, bid, seq, type_, at, payload, prev, h in cursor:
-                yield RecordedEvent(bid, seq, type_, at, loads(payload), prev, h, pos)
+                yield new(RecordedEvent, (bid, seq, type_, at, decode(payload), prev, h, pos))
         except sqlite3.OperationalError as exc:
             raise _operational(exc, self.path) from exc
 
@@ -280,8 +299,10 @@ def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Con
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
             raise StoreError(
-                f"cannot create the folder for the event database {path}: {exc.strerror}",
+                f"cannot create the folder for the event database {path}: {why}",
                 hint="choose a writable location with --db or GMI_FSM_DB",
             ) from exc
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
@@ -296,6 +317,7 @@ def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Con
             check_same_thread=False,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        _refuse_foreign(conn, path)
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
@@ -313,6 +335,26 @@ def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Con
     except RuntimeError as exc:
         raise StoreError(str(exc), hint="upgrade gmi-fsm") from exc
     return conn
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """Never migrate (nor switch to WAL) another tool's SQLite database: a file with
+    tables but no schema version of ours is not ours."""
+    if current_version(conn) != 0:
+        return
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
+    if tables:
+        conn.close()
+        raise StoreError(
+            f"{path} is not a gmi-fsm event database (it holds other tables: {', '.join(tables[:5])}); "
+            "nothing was changed",
+            hint="point --db at the right file; do not reuse another tool's database",
+        )
 
 
 def _operational(exc: sqlite3.DatabaseError, path: Path) -> StoreError:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.errors import UnknownBuildError
+from events.errors import StoreError, UnknownBuildError
 from events.model import BuildAborted, BuildRequested, Decision, OperatorDecision, SpecChanged
 from events.store import ChainReport, RecordedEvent, SqliteEventStore
 from orchestrator.engine import Engine, Observer, RunResult
@@ -41,7 +41,14 @@ def new_build_id(spec_name: str) -> str:
 
 
 def open_store(db: Path, *, readonly: bool = False) -> SqliteEventStore:
-    timeout = int(os.environ.get("GMI_FSM_BUSY_TIMEOUT_MS", "5000"))
+    raw = os.environ.get("GMI_FSM_BUSY_TIMEOUT_MS", "5000")
+    try:
+        timeout = int(raw)
+    except ValueError:
+        raise StoreError(
+            f"GMI_FSM_BUSY_TIMEOUT_MS={raw!r} is not a whole number of milliseconds",
+            hint="unset it, or set it like GMI_FSM_BUSY_TIMEOUT_MS=5000",
+        ) from None
     return SqliteEventStore(db, busy_timeout_ms=timeout, readonly=readonly)
 
 
@@ -121,24 +128,32 @@ async def run(
     """Run (or resume) a build until it ends or pauses."""
     from orchestrator.hosts.factory import make_host  # noqa: PLC0415 - heavy imports
 
+    from orchestrator.runlock import runner_lock  # noqa: PLC0415
+
     store.require(build_id)
-    recorder = BuildRecorder(store, build_id)
-    spec, base_dir = frozen_spec(recorder.state)
-    host = make_host(spec, base_dir, recorder)
-    engine = Engine(
-        recorder,
-        host,
-        observer=observer,
-        who=who(),
-        hostname=socket.gethostname(),
-        tool_version=TOOL_VERSION,
-    )
-    if engine_hook is not None:
-        engine_hook(engine)
-    try:
-        return await engine.run()
-    finally:
-        await host.close()
+    # One runner per build, taken BEFORE the events are read: a second runner must not
+    # mistake the first one's running step for one left in doubt by a crash.
+    with runner_lock(store.path, build_id):
+        recorder = BuildRecorder(store, build_id)
+        spec, base_dir = frozen_spec(recorder.state)
+        # A resumed run never read the spec file: resolve its secret references again,
+        # so their values are known to the redactor before any output is captured.
+        check_secrets(spec, base_dir)
+        host = make_host(spec, base_dir, recorder)
+        engine = Engine(
+            recorder,
+            host,
+            observer=observer,
+            who=who(),
+            hostname=socket.gethostname(),
+            tool_version=TOOL_VERSION,
+        )
+        if engine_hook is not None:
+            engine_hook(engine)
+        try:
+            return await engine.run()
+        finally:
+            await host.close()
 
 
 def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str = "") -> BuildState:

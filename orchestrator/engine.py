@@ -189,11 +189,12 @@ class Engine:
                     return decided if isinstance(decided, RunResult) else None
             # FAILED_STEP (a resumed failed build) and RETRY (operator) run again.
         session = self.host.session_step(step)
-        if session is not None and session.id not in self._sessions_done:
+        # Once per run, not per stage: the name says what the session is.
+        if session is not None and session.name not in self._sessions_done:
             failed = await self._attempts(session, 1, session_step=True)
             if failed is not None:
                 return failed
-            self._sessions_done.add(session.id)
+            self._sessions_done.add(session.name)
         return await self._attempts(step, first_attempt)
 
     async def _settle_in_doubt(self, step: Step, attempt: int) -> RunResult | bool | None:

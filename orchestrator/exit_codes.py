@@ -8,7 +8,7 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    INTERNAL = 1  # a bug: please report it with the traceback from --debug
+    INTERNAL = 1  # a bug: please report it with the traceback it printed
     USAGE = 2  # a wrong command line (click's own code)
     SPEC_INVALID = 3  # the spec file is missing, not YAML, or not a valid spec
     BUILD_FAILED = 4  # a step failed; fix the cause and `gmi-fsm run --resume ID`
@@ -20,12 +20,13 @@ class ExitCode(IntEnum):
     BUILD_ENDED = 10  # the build already succeeded or was aborted: nothing to do
     SECRET_ERROR = 11  # a secret reference (env:/file:) could not be resolved
     VALIDATION_FAILED = 12  # `gmi-fsm validate` found the package not acceptable
+    INSPECT_UNAVAILABLE = 13  # `validate --inspect` could not look inside the disk (no libguestfs)
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; resumable with --resume
 
 
 DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
-    ExitCode.INTERNAL: "internal error (a bug); rerun with --debug and report it",
+    ExitCode.INTERNAL: "internal error (a bug); please report it with the traceback it printed",
     ExitCode.USAGE: "wrong command line",
     ExitCode.SPEC_INVALID: "the spec file is missing, not YAML, or not a valid spec",
     ExitCode.BUILD_FAILED: "a step failed; fix the cause, then `gmi-fsm run --resume ID`",
@@ -37,5 +38,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.BUILD_ENDED: "the build has already succeeded or been aborted",
     ExitCode.SECRET_ERROR: "a secret reference (env:NAME / file:PATH) could not be resolved",
     ExitCode.VALIDATION_FAILED: "the GMI package did not pass validation",
+    ExitCode.INSPECT_UNAVAILABLE: "the package passed, but --inspect could not look inside the disk "
+    "(libguestfs is not installed)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; the build is resumable",
 }

@@ -17,6 +17,7 @@ def hook_step(hook: HookSpec) -> Step:
         retry=RetryPolicy(attempts=hook.retries + 1, initial_s=hook.retry_delay_s),
         idempotent=hook.idempotent,
         check=Command(hook.check, args=tuple(hook.args), sudo=hook.sudo) if hook.check else None,
+        facts="key_value" if hook.facts else "none",
     )
 
 

@@ -21,13 +21,23 @@ from states.steps import Step
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask every registered secret in every string value (one level of nesting)."""
+    """Mask every registered secret in every string, at any depth (nested dicts and
+    lists, and the exception's dict form, whose ``exc_value`` is the message)."""
     for key, value in list(event_dict.items()):
-        if isinstance(value, str):
-            event_dict[key] = REDACTOR.text(value)
-        elif isinstance(value, (list, tuple)):
-            event_dict[key] = [REDACTOR.text(v) if isinstance(v, str) else v for v in value]
+        event_dict[key] = _redact_value(value)
     return event_dict
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return REDACTOR.text(value)
+    if depth > 20:
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v, depth + 1) for v in value]
+    return value
 
 
 def configure(*, json: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None) -> None:
@@ -46,12 +56,11 @@ def configure(*, json: bool | None = None, level: int = logging.INFO, stream: Te
         ]
     else:
         processors += [
+            # The traceback becomes text BEFORE redaction: a renderer that formats it
+            # later would print the exception's message (which may hold a secret) unmasked.
+            structlog.processors.format_exc_info,
             redact,
-            structlog.dev.ConsoleRenderer(
-                exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-                if _has_rich()
-                else structlog.dev.plain_traceback
-            ),
+            structlog.dev.ConsoleRenderer(),
         ]
     structlog.configure(
         processors=processors,
@@ -59,14 +68,6 @@ def configure(*, json: bool | None = None, level: int = logging.INFO, stream: Te
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-
-
-def _has_rich() -> bool:
-    try:
-        import rich  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
 
 
 class LoggingObserver:

@@ -71,6 +71,19 @@ class QemuHostSpec(_Strict):
     shutdown_timeout_s: float = Field(120, gt=0)
 
 
+class HyperVSimulatorSpec(_Strict):
+    """Selects :class:`orchestrator.hyperv.simulator.HyperVSimulator`: NOT a Hyper-V host."""
+
+    state: str = Field(description="JSON file holding the simulator's state (shared across runs)")
+    guest_steps: bool = Field(
+        False,
+        description="Also plan the guest steps (needs a real SSH guest at guest_address); "
+        "off: the simulated build runs its host steps only",
+    )
+    guest_address: str = "127.0.0.1"
+    kvp_delay_s: float = Field(0.2, ge=0, description="Seconds after start until KVP reports an address")
+
+
 class HyperVHostSpec(_Strict):
     kind: Literal["hyperv"]
     host: str = Field(description="Hyper-V host name or address (WinRM)")
@@ -96,6 +109,18 @@ class HyperVHostSpec(_Strict):
     keep_vm_on_failure: bool = True
     fetch_export: bool = False
     call_timeout_s: float = Field(600, gt=0)
+    install_timeout_s: float = Field(3600, gt=0, description="How long an unattended install may take")
+    boot_timeout_s: float = Field(600, gt=0, description="How long to wait for the guest's KVP address")
+    shutdown_timeout_s: float = Field(300, gt=0, description="How long a graceful shutdown may take")
+    press_key_for_dvd: bool = Field(
+        True,
+        description="Type Enter into the VM console after start: Gen 2 firmware boots a DVD only "
+        "when a key is pressed at 'Press any key to boot from CD or DVD'",
+    )
+    simulator: HyperVSimulatorSpec | None = Field(
+        None,
+        description="Run against the in-memory Hyper-V SIMULATOR (tests, demos) instead of a real host",
+    )
 
 
 HostSpec = Annotated[LocalHostSpec | QemuHostSpec | HyperVHostSpec, Field(discriminator="kind")]
@@ -170,6 +195,7 @@ class HookSpec(_Strict):
     timeout_s: float = Field(600, gt=0)
     retries: int = Field(0, ge=0, le=20)
     retry_delay_s: float = Field(1.0, ge=0)
+    facts: bool = Field(False, description="Record key=value lines of stdout as facts")
 
     @field_validator("stage")
     @classmethod
@@ -203,6 +229,12 @@ class BuildSpec(_Strict):
             if self.guest is None:
                 msg = f"host kind {self.host.kind} needs a guest section (user and key)"
                 raise ValueError(msg)
+        if self.host.kind == "qemu" and self.source is not None and self.source.iso is not None:
+            msg = (
+                "the QEMU host builds from a base disk (source.base_image); installing from an ISO "
+                "is done by the Hyper-V host. Make a base disk with scripts/make-base-image.sh"
+            )
+            raise ValueError(msg)
         if any(h.target == "guest" for h in self.hooks) and self.host.kind == "local":
             msg = "guest hooks need a host with a guest (qemu or hyperv)"
             raise ValueError(msg)
@@ -285,8 +317,12 @@ def load_spec(path: Path) -> tuple[BuildSpec, dict[str, Any]]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        # A mark at the stream's end may lie past the last line: keep it inside the file.
+        line = min(mark.line + 1, max(1, len(text.splitlines()))) if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            problem += f" ({context} that starts on line {context_mark.line + 1})"
         raise SpecError(
             shown, [SpecIssue(field="", message=f"not valid YAML: {problem}", line=line)]
         ) from None
@@ -312,6 +348,11 @@ def validate_spec(
                 msg = "unknown key (check its spelling; `gmi-fsm spec schema` lists the keys)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
+            elif err["type"] == "union_tag_invalid":
+                ctx = err.get("ctx", {})
+                msg = f"unknown kind {ctx.get('tag')!r}; use one of: {ctx.get('expected_tags')}"
+            elif err["type"] == "union_tag_not_found":
+                msg = f"required key {err.get('ctx', {}).get('discriminator')} is missing"
             msg = msg.removeprefix("Value error, ")
             issues.append(SpecIssue(field=field, message=msg, line=_line_of(node, err["loc"])))
         raise SpecError(shown, issues) from None

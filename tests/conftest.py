@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-try:  # tests/ is a plain directory (pytest puts it on sys.path) or a package
-    from support.sshd import SshdServer, sshd_unavailable_reason, start_sshd
-except ImportError:  # pragma: no cover - depends on the layout
-    from tests.support.sshd import SshdServer, sshd_unavailable_reason, start_sshd
+# Without tests/__init__.py, pytest ("prepend" import mode) puts tests/ itself on
+# sys.path to import this file; there tests/orchestrator would shadow the real
+# `orchestrator` package (the editable install's finder runs after the path finder).
+# The repo root first makes `orchestrator`, `states`, `events` and `tests.support.*`
+# resolve to the right places with `pytest` and `python -m pytest` alike.
+_REPO = str(Path(__file__).resolve().parent.parent)
+if sys.path[:1] != [_REPO]:
+    sys.path.insert(0, _REPO)
+
+from tests.support.sshd import SshdServer, sshd_unavailable_reason, start_sshd  # noqa: E402
 
 
 @pytest.fixture

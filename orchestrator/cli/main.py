@@ -84,9 +84,12 @@ def _register() -> None:
     # Commands live in small modules; importing them registers them on `cli`.
     from orchestrator.cli import (  # noqa: F401, PLC0415
         cmd_graph,
+        cmd_lab,
+        cmd_publish,
         cmd_read,
         cmd_run,
         cmd_spec,
+        cmd_validate,
     )
 
 
@@ -105,4 +108,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.USAGE))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: show it, but never a secret in its message
+        import traceback  # noqa: PLC0415
+
+        from orchestrator.secrets import REDACTOR  # noqa: PLC0415
+
+        text = "".join(traceback.format_exception(exc))
+        click.echo(REDACTOR.text(text), err=True, nl=False)
+        click.echo(f"internal error (a bug in gmi-fsm): {REDACTOR.text(str(exc))}", err=True)
+        click.echo("hint: please report it with the traceback above", err=True)
+        sys.exit(int(ExitCode.INTERNAL))
     sys.exit(0)

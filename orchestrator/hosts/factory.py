@@ -19,5 +19,13 @@ def make_host(spec: BuildSpec, base_dir: Path, recorder: BuildRecorder) -> Host:
         from orchestrator.hosts.local import LocalHost  # noqa: PLC0415
 
         return LocalHost(spec, base_dir)
+    if kind == "qemu":
+        from orchestrator.hosts.qemu import QemuHost  # noqa: PLC0415
+
+        return QemuHost(spec, base_dir, recorder)
+    if kind == "hyperv":
+        from orchestrator.hyperv.connect import make_hyperv_host  # noqa: PLC0415
+
+        return make_hyperv_host(spec, base_dir, recorder)
     msg = f"host kind {kind!r} is not available in this build of gmi-fsm"
     raise ValueError(msg)

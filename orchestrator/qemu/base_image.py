@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 # Bump when the build recipe changes so cached images are rebuilt.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 
 ROOT_LABEL = "rootfs"
 ESP_LABEL = "ESP"
@@ -209,6 +209,10 @@ cat > "$root/etc/fstab" <<'EOF'
 LABEL={ROOT_LABEL} / ext4 errors=remount-ro 0 1
 LABEL={ESP_LABEL} /boot/efi vfat umask=0077,nofail 0 2
 EOF
+# The fsck hook ignores fstab's type for "/" and probes the device, which does not
+# exist in a chroot; naming the type makes it include fsck.ext4 anyway.
+install -d "$root/etc/initramfs-tools/conf.d"
+printf 'FSTYPE=ext4\\n' > "$root/etc/initramfs-tools/conf.d/90-gmi-fstype.conf"
 """
 
 

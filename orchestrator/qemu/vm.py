@@ -232,21 +232,25 @@ class QemuVm:
                 )
             kill_stale_vm(self.state_dir)
         self._choose_qmp_socket()
-        # The chosen free port can be taken between our probe and qemu's bind; retry.
-        attempts = 1 if self.config.ssh_port is not None else 3
-        for attempt in range(attempts):
-            self.ssh_port = self.config.ssh_port or free_tcp_port()
-            self._spawn()
-            try:
-                await self._wait_qmp_ready(timeout_s)
-            except VmError:
-                log = self._qemu_log_tail()
-                if attempt + 1 < attempts and "host forwarding" in log:
-                    continue
-                self.kill()
-                raise
-            self._write_record()
-            return
+        try:
+            # The chosen free port can be taken between our probe and qemu's bind; retry.
+            attempts = 1 if self.config.ssh_port is not None else 3
+            for attempt in range(attempts):
+                self.ssh_port = self.config.ssh_port or free_tcp_port()
+                self._spawn()
+                try:
+                    await self._wait_qmp_ready(timeout_s)
+                except VmError:
+                    self.kill()
+                    if attempt + 1 < attempts and "host forwarding" in self._qemu_log_tail():
+                        continue
+                    raise
+                self._write_record()
+                return
+        except BaseException:
+            # Also on cancellation: no qemu and no temp socket dir may outlive a failed start.
+            await self.close()
+            raise
 
     def _choose_qmp_socket(self) -> None:
         path = self.state_dir / "qmp.sock"

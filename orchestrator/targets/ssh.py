@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import secrets
 import shlex
 from collections.abc import Awaitable
@@ -73,6 +74,19 @@ def remote_command_line(command: Command, *, command_id: str = "") -> str:
     return " ".join(shlex.quote(part) for part in argv)
 
 
+class _HideCommandLines(logging.Filter):
+    """asyncssh logs every exec'd command line at INFO, and ours carry ``secret_args``
+    in clear: keep the record, drop the line (the engine records commands masked)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.endswith("Command: %s"):
+            record.args = ("<not logged here: recorded by the engine, secrets masked>",)
+        return True
+
+
+logging.getLogger("asyncssh").addFilter(_HideCommandLines())
+
+
 class _Secret:
     """A credential that never shows itself (repr, str, tracebacks with locals)."""
 
@@ -118,6 +132,11 @@ class _CommandSession(asyncssh.SSHClientSession[bytes]):
         self.sink_error: BaseException | None = None
         self._chan: asyncssh.SSHClientChannel[bytes] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def opened(self) -> bool:
+        """Whether the channel opened (and so the command may have been started)."""
+        return self._chan is not None
 
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self._chan = chan
@@ -232,16 +251,27 @@ class SshTarget:
                 await self._connect_until(deadline_s)
 
     async def run(self, command: Command, *, timeout_s: float | None, sink: OutputSink) -> CommandResult:
+        """Run a ``shell`` command in the guest (see ``Target.run``).
+
+        A connection lost while the command runs gives ``CommandResult(None, error=...)``
+        (never a silent re-run), except for ``ends_connection`` commands, whose success
+        it is (exit 0). Either way the next call reconnects, waiting for the guest.
+        """
         command_id = secrets.token_hex(8)
         line = remote_command_line(command, command_id=command_id)
         session = _CommandSession(sink, keep_stderr_head=command.sudo)
         chan = await self._open_session(line, session)
+        if chan is None:
+            return self._result(command, session)
         try:
             finished = await _finished_within(session.done, timeout_s)
         except asyncio.CancelledError:
             await self._stop(chan, session, command_id, sudo=command.sudo)
             raise  # after stopping: a cancelled build leaves nothing running unseen
-        if not finished or session.sink_error is not None:
+        if session.sink_error is not None:
+            # Its output has nowhere to go: no grace period.
+            await self._stop(chan, session, command_id, sudo=command.sudo, signals=("KILL",))
+        elif not finished:
             await self._stop(chan, session, command_id, sudo=command.sudo)
         if not finished:
             return CommandResult(None, timed_out=True)
@@ -297,10 +327,14 @@ class SshTarget:
 
     # -- running a command ----------------------------------------------------------
 
-    async def _open_session(self, line: str, session: _CommandSession) -> asyncssh.SSHClientChannel[bytes]:
+    async def _open_session(
+        self, line: str, session: _CommandSession
+    ) -> asyncssh.SSHClientChannel[bytes] | None:
         """Start the command; reconnect once if the connection turned out dead.
 
-        Safe to retry: nothing ran yet when opening the channel fails.
+        Retrying is safe only while the channel never opened: after that, the exec
+        request may have reached the guest. Then None: the caller reports the command
+        as cut off (``session.lost``), never runs it twice.
         """
         for attempt in (1, 2):
             conn = await self._connection()
@@ -316,6 +350,9 @@ class SshTarget:
                         retryable=True,
                     ) from exc
                 self._drop_connection()
+                if session.opened:
+                    session.lost = session.lost or exc
+                    return None
                 if attempt == 2:
                     raise TargetError(
                         f"lost the SSH connection to {self.address} twice while starting "
@@ -333,6 +370,7 @@ class SshTarget:
         command_id: str,
         *,
         sudo: bool,
+        signals: tuple[str, ...] = ("TERM", "KILL"),
     ) -> None:
         """Stop a running command: TERM, then KILL, then hang up.
 
@@ -340,7 +378,7 @@ class SshTarget:
         group, but only for non-root logins) and signals every process tagged with the
         command's id (any login, children included).
         """
-        for signal in ("TERM", "KILL"):
+        for signal in signals:
             with contextlib.suppress(OSError, asyncssh.Error):
                 chan.send_signal(signal)
             await self._signal_tagged(command_id, signal, sudo=sudo)

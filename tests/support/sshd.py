@@ -113,9 +113,7 @@ class SshdServer:
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         try:
-            self._proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log
-            )
+            self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
         finally:
             log.close()
         self._wait_listening(log_start)

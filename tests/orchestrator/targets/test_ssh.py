@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,7 @@ def test_nonzero_exit_is_a_result_not_an_error(sshd):
 
 
 NASTY_ARGS = (
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "$(touch /tmp/gmi-pwned)",
     "a; rm -rf /nonexistent",
     "`id`",
@@ -156,7 +157,7 @@ NASTY_ARGS = (
 @pytest.mark.sshd
 @pytest.mark.parametrize("sudo", [False, True])
 def test_arguments_arrive_verbatim(sshd, sudo):
-    script = "for a in \"$@\"; do printf '%s\\0' \"$a\"; done; printf '%s' \"$0\" >&2"
+    script = 'for a in "$@"; do printf \'%s\\0\' "$a"; done; printf \'%s\' "$0" >&2'
 
     async def scenario():
         target = target_for(sshd)
@@ -176,6 +177,26 @@ def test_arguments_arrive_verbatim(sshd, sudo):
 def test_remote_command_line_quotes_every_element():
     line = remote_command_line(Command('echo "$1"', args=("a b",), sudo=True))
     assert line == "sudo -n -- sh -c 'echo \"$1\"' gmi 'a b'"
+    tagged = remote_command_line(Command("true", args=("x",)), command_id="c0ffee")
+    assert tagged == "env GMI_COMMAND_ID=c0ffee sh -c true gmi x"
+
+
+@pytest.mark.sshd
+def test_secret_arguments_stay_out_of_asyncssh_logs(sshd, caplog):
+    secret = "s3cret-ARG-9d1e"
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+
+    async def scenario():
+        target = target_for(sshd)
+        try:
+            command = Command('test "$1" = "$2"', args=(secret, secret), secret_args=frozenset({"0", "1"}))
+            return await target.run(command, timeout_s=10, sink=discard_output)
+        finally:
+            await target.close()
+
+    assert asyncio.run(scenario()).ok, "the secret reached the guest"
+    assert "Command:" in caplog.text
+    assert secret not in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["powershell", "operation"])
@@ -320,9 +341,7 @@ def test_unreachable_port_fails_clearly_within_the_deadline():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        target = SshTarget(
-            "127.0.0.1", port=port, user="root", password="pw", on_new_host_key=Pins()
-        )
+        target = SshTarget("127.0.0.1", port=port, user="root", password="pw", on_new_host_key=Pins())
         started = time.monotonic()
         with pytest.raises(TargetError) as caught:
             asyncio.run(target.wait_until_reachable(1.5))
@@ -452,9 +471,7 @@ def test_sudo_runs_non_interactively_and_explains_a_refusal(sshd):
             whoami = await run(target, "id -u", sudo=True)
             # A real refusal needs a non-root account without NOPASSWD; here we replay
             # sudo's message from a real remote command to exercise the hint.
-            refused = await run(
-                target, "echo 'sudo: a password is required' >&2; exit 1", sudo=True
-            )
+            refused = await run(target, "echo 'sudo: a password is required' >&2; exit 1", sudo=True)
             return whoami, refused
         finally:
             await target.close()
@@ -496,9 +513,7 @@ def test_secrets_never_appear_in_repr_or_errors(sshd):
     assert "password=set" in repr(target)
     assert PASSPHRASE not in repr(vars(target)), "not even in a dump of its attributes"
 
-    refused = target_for(
-        sshd, key_path=unauthorized, key_passphrase=PASSPHRASE, password=PASSWORD
-    )
+    refused = target_for(sshd, key_path=unauthorized, key_passphrase=PASSPHRASE, password=PASSWORD)
     with pytest.raises(TargetError) as caught:
         asyncio.run(refused.wait_until_reachable(10))
     shown = _everything_shown(caught.value, refused)
@@ -520,3 +535,78 @@ def test_password_login():
         "logs in as root with PermitRootLogin prohibit-password and tests do not change "
         "system accounts (the password path is covered for refusal and redaction)"
     )
+
+
+@pytest.mark.sshd
+def test_waits_for_a_booting_guest_with_backoff(sshd):
+    sshd.stop()  # the guest is still booting: connections are refused for a while
+
+    async def scenario():
+        target = target_for(sshd)
+        try:
+            waiting = asyncio.ensure_future(target.wait_until_reachable(15))
+            await asyncio.sleep(1.0)
+            assert not waiting.done()
+            sshd.start()
+            started = time.monotonic()
+            await asyncio.wait_for(waiting, 10)
+            return time.monotonic() - started, target.connected
+        finally:
+            await target.close()
+
+    after_start, connected = asyncio.run(scenario())
+    assert connected
+    assert after_start < 3.0, "backoff stays short while a guest boots"
+
+
+async def _start_sleeper(target: SshTarget, sink: Recorder, **kw):
+    """Run `sleep 60` under a shell; return the task and the sleeper's pid."""
+    task = asyncio.ensure_future(
+        target.run(Command("sleep 60 & echo $!; wait", **kw), timeout_s=30, sink=sink)
+    )
+    while not sink.data["stdout"].endswith(b"\n"):
+        await asyncio.sleep(0.05)
+    return task, int(sink.text())
+
+
+@pytest.mark.sshd
+def test_cancelling_a_run_stops_the_remote_command(sshd):
+    async def scenario():
+        target = target_for(sshd)
+        try:
+            task, sleeper = await _start_sleeper(target, Recorder())
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            after, _ = await run(target, "true")
+            return sleeper, after
+        finally:
+            await target.close()
+
+    sleeper, after = asyncio.run(scenario())
+    assert _gone_within(sleeper, 3.0)
+    assert after.ok
+
+
+@pytest.mark.sshd
+def test_a_failing_sink_stops_the_command_and_surfaces_its_error(sshd):
+    class Full(Recorder):
+        def __call__(self, stream, data):
+            super().__call__(stream, data)
+            if self.bytes > 1_000_000:
+                raise OSError("spool disk full")
+
+    async def scenario():
+        target = target_for(sshd)
+        try:
+            with pytest.raises(OSError, match="spool disk full"):
+                await target.run(Command("echo $$ >&2; exec cat /dev/zero"), timeout_s=20, sink=sink)
+            return (await run(target, "echo still-usable"))[0]
+        finally:
+            await target.close()
+
+    sink = Full()
+    after = asyncio.run(scenario())
+    assert after.ok
+    cat = int(sink.text("stderr"))  # sshd runs here: its commands are our processes
+    assert _gone_within(cat, 3.0), "the remote cat was stopped"

@@ -1,0 +1,5 @@
+"""``python -m orchestrator.cli``: the same as the ``gmi-fsm`` console script."""
+
+from orchestrator.cli.main import main
+
+main()

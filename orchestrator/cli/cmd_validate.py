@@ -1,0 +1,49 @@
+"""``validate``: check a GMI package the way vmgenie's import will, and more."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from orchestrator.cli.main import cli, emit_json, json_option
+from orchestrator.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from orchestrator.gmi.report import Report
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--inspect",
+    is_flag=True,
+    help="Also look inside the disk offline (libguestfs) for SSH host keys, a machine-id, shell "
+    "histories, cloud-init instance data and an unvacuumed journal.",
+)
+@json_option
+def validate(path: Path, inspect: bool, as_json: bool) -> None:
+    """Validate the GMI package PATH (GMI-<os>-<ver>.zip, .tar.gz, or an unpacked folder).
+
+    Checks the name, layout, manifest, VHDX checksum, SHA256SUMS, provenance statement and
+    the event log's hash chain. Exit 0: valid; 12: not valid; 13: valid, but --inspect
+    could not run (libguestfs missing).
+    """
+    from orchestrator.gmi.validate import validate as run_validation  # noqa: PLC0415
+
+    report = run_validation(path, inspect=inspect)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(report.to_text(), nl=False)
+    sys.exit(int(exit_code(report)))
+
+
+def exit_code(report: Report) -> ExitCode:
+    if report.ok:
+        return ExitCode.OK
+    if report.only_inspect_unavailable:
+        return ExitCode.INSPECT_UNAVAILABLE
+    return ExitCode.VALIDATION_FAILED

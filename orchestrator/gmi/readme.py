@@ -1,0 +1,218 @@
+"""The generated readme ``GMI-<Os>-<Ver>.md``: what the image is, how it was built
+(from the events alone), its caveats, how to import it, and its checksums."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from events.store import RecordedEvent
+from orchestrator.gmi.manifest import DISK_ONLY, Manifest
+from orchestrator.gmi.naming import GmiNames
+from states.stages import STAGE_NAMES, stage_by_name
+
+MAX_STEPS_PER_STAGE = 12  # the readme summarizes; `gmi-fsm audit` has everything
+
+
+@dataclass(slots=True)
+class StepLine:
+    name: str
+    target: str
+    command: str
+    outcome: str = "in doubt"
+    exit_code: object = None
+    duration_s: object = None
+
+
+@dataclass(slots=True)
+class StageSummary:
+    stage: str
+    entered_at: str
+    completed_at: str = ""
+    steps: list[StepLine] = field(default_factory=list)
+
+
+def summarize(events: Iterable[RecordedEvent]) -> list[StageSummary]:
+    """Stages in the order entered, each with its steps' last attempt (probes and
+    session steps are left out: they are bookkeeping, not how the image was made)."""
+    stages: list[StageSummary] = []
+    open_steps: dict[tuple[str, str], StepLine] = {}
+    for ev in events:
+        p = ev.payload
+        if ev.type == "StageEntered":
+            stages.append(StageSummary(p["stage"], ev.at))
+        elif ev.type == "StageCompleted" and stages:
+            stages[-1].completed_at = ev.at
+        elif ev.type == "StepStarted" and not p.get("probe") and stages:
+            line = StepLine(p["step"], p["target"], _first_line(str(p.get("command", ""))))
+            key = (p["stage"], p["step"])
+            # A retried step replaces its earlier attempt: the readme shows what held.
+            stages[-1].steps = [s for s in stages[-1].steps if s.name != p["step"]]
+            stages[-1].steps.append(line)
+            open_steps[key] = line
+        elif ev.type == "StepFinished" and not p.get("probe"):
+            found = open_steps.pop((p["stage"], p["step"]), None)
+            if found is not None:
+                found.outcome, found.exit_code = p["outcome"], p.get("exit_code")
+                found.duration_s = p.get("duration_s")
+    return stages
+
+
+def _first_line(text: str, width: int = 90) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    more = len(lines) > 1 or len(first) > width
+    return (first[:width] + (" …" if more else "")).replace("|", "\\|")
+
+
+def _v(value: object) -> str:
+    if value is None or value in ([], ""):
+        return "not recorded"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def render_readme(
+    manifest: Manifest,
+    names: GmiNames,
+    events: Iterable[RecordedEvent],
+    *,
+    host_kind: str = "",
+) -> str:
+    m = manifest
+    out: list[str] = []
+    add = out.append
+    title = m.os_pretty_name or f"{m.os} {m.version}"
+    add(f"# {names.base}: {title}\n")
+    add(f"{m.description}\n")
+    if m.variant == DISK_ONLY:
+        add(
+            "> **Disk-only package.** This GMI was built without Hyper-V (QEMU host), so it has no\n"
+            "> `Virtual Machines/` folder: `genie gmi import` cannot use it. Create the VM from the\n"
+            "> disk instead (see *How to use it*).\n"
+        )
+    add("## What it is\n")
+    add("| | |\n|---|---|")
+    rows = [
+        ("OS", title),
+        ("Kernel", m.kernel),
+        ("cloud-init", m.cloud_init_version),
+        (
+            "Hyper-V daemons",
+            f"{_v(m.hyperv_daemons)} (from {_v(m.hyperv_daemons_source)}, "
+            f"version {_v(m.hyperv_daemons_version)})",
+        ),
+        ("Packages installed", m.package_count),
+        ("Default users", m.default_users),
+        ("Locale", m.locale),
+        ("VM name", m.vm_name),
+        ("Hyper-V generation", m.hyperv_generation),
+        ("Package variant", m.variant),
+        ("Created / updated (UTC)", f"{m.created} / {m.updated}"),
+        ("Maintainer", f"{m.maintainer} {f'<{m.maintainer_email}>' if m.maintainer_email else ''}".strip()),
+        ("Source", m.source_url),
+        ("Built by", f"gmi-fsm {_v(m.gmi_fsm_version)}, build `{_v(m.build_id)}`"),
+    ]
+    for label, value in rows:
+        add(f"| {label} | {_v(value)} |")
+    add("")
+    add("## How it was built\n")
+    add(
+        "Every command gmi-fsm sent was recorded, before and after it ran, in a hash-chained "
+        f"event log (`{names.events}`, head `{_v(m.event_log_head_hash)}` at seq "
+        f"{_v(m.event_log_seq)}). Stages and their steps, summarized from that log"
+        + (f" (host: {host_kind})" if host_kind else "")
+        + ":\n"
+    )
+    stages = summarize(events)
+    if not stages:
+        add("_No stage events were recorded before the manifest was written._\n")
+    for st in stages:
+        title_ = stage_by_name(st.stage).title if st.stage in STAGE_NAMES else st.stage
+        state = "completed" if st.completed_at else "in progress when documented"
+        add(f"### {title_} (`{st.stage}`, {state})\n")
+        if not st.steps:
+            add("No commands.\n")
+            continue
+        add("| step | on | command | outcome |\n|---|---|---|---|")
+        for s in st.steps[:MAX_STEPS_PER_STAGE]:
+            ec = f" (exit {s.exit_code})" if s.exit_code is not None else ""
+            add(f"| {s.name} | {s.target} | `{s.command}` | {s.outcome}{ec} |")
+        hidden = len(st.steps) - MAX_STEPS_PER_STAGE
+        if hidden > 0:
+            add(f"| … | | {hidden} more steps: see `gmi-fsm audit {_v(m.build_id)}` | |")
+        add("")
+    add("## Caveats\n")
+    for caveat in caveats(m):
+        add(f"- {caveat}")
+    add("")
+    add("## How to use it\n")
+    add(usage(m, names))
+    add("## Checksums\n")
+    add(
+        f"- `{names.disk_entry}`: sha256 `{m.checksum_sha256}` (also `checksum_sha256` in `{names.manifest}`)"
+    )
+    add(
+        f"- The package itself (`{names.zip}`) cannot name its own digest: see `SHA256SUMS` and "
+        f"`{names.provenance}` (in-toto / SLSA provenance) published beside it."
+    )
+    add(f"- Verify offline: `sha256sum -c SHA256SUMS`, then `gmi-fsm validate {names.zip}`.\n")
+    return "\n".join(out)
+
+
+def caveats(m: Manifest) -> list[str]:
+    out = [
+        "Generation 2 only. Secure Boot: use the template *Microsoft UEFI Certificate Authority* "
+        "(not *Microsoft Windows*); some distributions need Secure Boot off.",
+        "The image is sealed: no SSH host keys, an empty machine-id and no cloud-init instance "
+        "data. The first boot needs a cloud-init NoCloud seed (vmgenie provides one) to set the "
+        "hostname and users; without it there is no way to log in.",
+        "Hyper-V reports the guest's IP address only through KVP (`hv_kvp_daemon`); the first "
+        "address can be an IPv6 link-local one.",
+    ]
+    if m.hyperv_daemons_source == "source":
+        out.append(
+            "The Hyper-V daemons were built from the kernel's `tools/hv` (no distribution package): "
+            "they are installed in /usr/local/sbin and must be rebuilt after a kernel upgrade."
+        )
+    missing = [
+        label
+        for label, value in (
+            ("kernel", m.kernel),
+            ("cloud-init version", m.cloud_init_version),
+            ("Hyper-V daemons", m.hyperv_daemons),
+            ("default users", m.default_users),
+        )
+        if not value
+    ]
+    if missing:
+        out.append(f"Not recorded by this build: {', '.join(missing)}.")
+    return out
+
+
+def usage(m: Manifest, names: GmiNames) -> str:
+    if m.variant == DISK_ONLY:
+        return (
+            "This package has only the disk. On the Hyper-V host:\n\n"
+            "```powershell\n"
+            f"Expand-Archive {names.zip} -DestinationPath C:\\GMI\\{names.base}\n"
+            f"New-VM -Name 'my-vm' -Generation 2 -MemoryStartupBytes 2GB `\n"
+            f"  -VHDPath 'C:\\GMI\\{names.base}\\{names.disk_entry.replace('/', chr(92))}' "
+            "-SwitchName 'Default Switch'\n"
+            "Set-VMFirmware -VMName 'my-vm' -SecureBootTemplate MicrosoftUEFICertificateAuthority\n"
+            "Set-VM -Name 'my-vm' -AutomaticCheckpointsEnabled $false\n"
+            "```\n\n"
+            "Copy the VHDX first if you want to keep the GMI pristine, and attach a NoCloud seed ISO "
+            "(label `cidata`) for first-boot configuration. `genie gmi import` does not accept this "
+            "package: it needs the `Virtual Machines/` folder of a Hyper-V export.\n"
+        )
+    return (
+        "With vmgenie:\n\n"
+        "```powershell\n"
+        f"genie gmi import {names.zip}\n"
+        "```\n\n"
+        "vmgenie checks `checksum_sha256`, then runs `Import-VM -Path <vmcx> -Copy "
+        "-GenerateNewId:$false`. By hand: expand the archive and run that `Import-VM` on the one "
+        "`.vmcx` in `Virtual Machines/`.\n"
+    )

@@ -1,0 +1,345 @@
+"""The local QEMU host: a GMI built end to end on a Linux machine with no Windows.
+
+Host steps are named operations run in-process (``kind="operation"``), each
+idempotent, so a resume mid-build is safe. Guest steps come from the OS family data
+and run over SSH; before the first guest step of a run, a session step boots the
+build VM (it dies with the orchestrator, so a resumed run boots it again) and logs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from events.model import FactRecorded
+from orchestrator.guest import guest_steps
+from orchestrator.hooks import with_hooks
+from orchestrator.spec import BuildSpec, QemuHostSpec
+from orchestrator.targets.base import Artifact, CommandResult, OutputSink, Target, TargetError
+from orchestrator.targets.local import LocalTarget, Operation
+from states.steps import Command, Step, TargetName
+
+if TYPE_CHECKING:
+    from orchestrator.qemu.vm import QemuVm
+    from orchestrator.recorder import BuildRecorder
+    from orchestrator.targets.ssh import SshTarget
+
+HOST_KEY_FACT = "guest.ssh_host_key_fingerprint"
+
+
+def _op(stage: str, name: str, description: str, params: Mapping[str, object] | None = None,
+        *, timeout_s: float = 600.0) -> Step:
+    return Step(
+        stage=stage, name=name, target="host", description=description, timeout_s=timeout_s,
+        command=Command(name, kind="operation", params=dict(params or {})), idempotent=True,
+    )
+
+
+class QemuHost:
+    kind = "qemu"
+
+    def __init__(self, spec: BuildSpec, base_dir: Path, recorder: BuildRecorder,
+                 local_operations: Mapping[str, Operation] | None = None) -> None:
+        if not isinstance(spec.host, QemuHostSpec) or spec.source is None or spec.guest is None:
+            raise ValueError("QemuHost needs a qemu host spec with source and guest sections")
+        if spec.source.base_image is None:
+            raise ValueError("the QEMU host builds from source.base_image")
+        self.spec = spec
+        self.host_spec: QemuHostSpec = spec.host
+        self.recorder = recorder
+        self.base_dir = base_dir
+        self.build_id = recorder.build_id
+        self.output_dir = _path(spec.output.dir, base_dir)
+        self.work_dir = self.output_dir / ".work" / self.build_id
+        self.base_image = _path(spec.source.base_image, base_dir)
+        self.key_path = _path(spec.guest.ssh_private_key.removeprefix("file:"), base_dir) \
+            if spec.guest.ssh_private_key else None
+        self.vm: QemuVm | None = None
+        self.ssh: SshTarget | None = None
+        ops: dict[str, Operation] = {
+            "source.inspect": self._source_inspect,
+            "disk.create-work": self._create_work,
+            "seed.write-build": self._write_build_seed,
+            "vm.ensure-running": self._ensure_running,
+            "vm.wait-off": self._wait_off,
+            "disk.compact": self._compact,
+            "export.disk-only": self._export,
+        }
+        self._host = LocalTarget(name="host", cwd=str(base_dir), operations=ops)
+        self._local = LocalTarget(name="local", cwd=str(base_dir), operations=local_operations)
+
+    # -- the Host protocol -----------------------------------------------------------
+
+    def plan(self, stage: str) -> list[Step]:
+        return with_hooks(self.spec, stage, self._stage_steps(stage))
+
+    def _stage_steps(self, stage: str) -> list[Step]:
+        vhdx_name = f"{self.spec.vm_name}.vhdx"
+        guest = guest_steps(self.spec, stage)
+        if stage == "provision":
+            return [
+                _op(stage, "source.inspect", "digest the base disk", timeout_s=1800),
+                _op(stage, "disk.create-work", "make the build VM's disk from the base", timeout_s=1800),
+                _op(stage, "seed.write-build", "write the build VM's NoCloud seed"),
+            ]
+        if stage == "seal":
+            return [*guest, _op(stage, "vm.wait-off", "wait for the guest to power off",
+                                timeout_s=self.host_spec.shutdown_timeout_s + 60)]
+        if stage == "compact":
+            return [_op(stage, "disk.compact", f"compact into a dynamic VHDX ({vhdx_name})",
+                        timeout_s=3600)]
+        if stage == "export":
+            return [_op(stage, "export.disk-only", "lay out the export folder (disk-only variant)",
+                        timeout_s=3600)]
+        return guest
+
+    def target(self, name: TargetName) -> Target:
+        if name == "host":
+            return self._host
+        if name == "local":
+            return self._local
+        if self.ssh is None:
+            raise TargetError("the guest is not running", hint="a session step boots it first")
+        return self.ssh
+
+    def session_step(self, step: Step) -> Step | None:
+        if step.target != "guest":
+            return None
+        return _op(step.stage, "vm.ensure-running", "boot the build VM and log in over SSH",
+                   timeout_s=self.host_spec.boot_timeout_s + 120)
+
+    async def close(self) -> None:
+        if self.ssh is not None:
+            await self.ssh.close()
+            self.ssh = None
+        if self.vm is not None:
+            await self.vm.close()
+            self.vm = None
+
+    # -- operations -----------------------------------------------------------------
+
+    @property
+    def work_disk(self) -> Path:
+        return self.work_dir / "disk.qcow2"
+
+    @property
+    def seed_iso(self) -> Path:
+        return self.work_dir / "seed-build.iso"
+
+    async def _source_inspect(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
+        from events.blobs import digest_file  # noqa: PLC0415
+        from orchestrator.qemu.disk import detect_format  # noqa: PLC0415
+
+        if not self.base_image.is_file():
+            raise TargetError(f"base image {self.base_image} does not exist",
+                              hint="fix source.base_image in the spec (`gmi-fsm run --resume ID "
+                              "--update-spec SPEC`), or build one: scripts/make-base-image.sh")
+        fmt = detect_format(self.base_image)
+        sha, size = await asyncio.to_thread(digest_file, self.base_image)
+        expected = self.spec.source.sha256 if self.spec.source else None
+        if expected and expected != sha:
+            raise TargetError(f"base image {self.base_image} has sha256 {sha}, the spec expects {expected}",
+                              hint="the file changed or is the wrong one")
+        return CommandResult(
+            0, facts={"source.path": str(self.base_image), "source.sha256": sha, "source.format": fmt},
+            artifacts=(Artifact("base_image", str(self.base_image), sha, size, "source"),),
+        )
+
+    async def _create_work(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
+        from orchestrator.qemu.disk import create_work_copy  # noqa: PLC0415
+        from orchestrator.qemu.vm import kill_stale_vm  # noqa: PLC0415
+
+        kill_stale_vm(self.work_dir / "vm")
+        await asyncio.to_thread(create_work_copy, self.base_image, self.work_disk,
+                                size_gib=self.host_spec.disk_gib)
+        return CommandResult(0, facts={"work.disk": str(self.work_disk)})
+
+    async def _write_build_seed(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
+        from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso  # noqa: PLC0415
+
+        assert self.spec.guest is not None
+        public = await asyncio.to_thread(self._public_key)
+        user_data = _cloud_config(self.spec.guest.user, public, hostname="gmi-build")
+        write_seed_iso(self.seed_iso, SeedFiles(user_data, meta_data(f"gmi-build-{self.build_id}", "gmi-build")))
+        return CommandResult(0)
+
+    def _public_key(self) -> str:
+        import asyncssh  # noqa: PLC0415
+
+        if self.key_path is None:
+            raise TargetError("the QEMU host needs guest.ssh_private_key (file:PATH) to seed the build VM")
+        from orchestrator.secrets import resolve  # noqa: PLC0415
+
+        passphrase = None
+        if self.spec.guest and self.spec.guest.ssh_key_passphrase:
+            passphrase = resolve(self.spec.guest.ssh_key_passphrase, where="guest.ssh_key_passphrase",
+                                 base_dir=self.base_dir).reveal()
+        try:
+            key = asyncssh.read_private_key(str(self.key_path), passphrase)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise TargetError(f"cannot read the build key {self.key_path}: {exc}",
+                              hint="guest.ssh_private_key must name an OpenSSH private key file") from None
+        return str(key.export_public_key("openssh").decode().strip())
+
+    async def _ensure_running(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        from orchestrator.qemu.vm import DiskSpec, QemuVm, VmConfig  # noqa: PLC0415
+
+        if self.vm is not None and self.vm.is_running and self.ssh is not None and self.ssh.connected:
+            return CommandResult(0)
+        if self.vm is None or not self.vm.is_running:
+            self.vm = QemuVm(VmConfig(
+                name=f"gmi-build-{self.build_id}",
+                state_dir=self.work_dir / "vm",
+                disks=[DiskSpec(self.work_disk, "qcow2")],
+                seed_iso=self.seed_iso,
+                boot=self._boot(),
+                memory_mib=self.host_spec.memory_mib,
+                cpus=self.host_spec.cpus,
+                accel=self._accel(),
+            ))
+            await self.vm.start(replace_running=True)
+            sink("stdout", f"started qemu pid {self.vm.pid} ({self.vm.accel.reason}); ssh on "
+                           f"127.0.0.1:{self.vm.ssh_port}\n".encode())
+        self.ssh = self._ssh_target(self.vm.ssh_port)
+        try:
+            await self.ssh.wait_until_reachable(self.host_spec.boot_timeout_s)
+        except TargetError as exc:
+            tail = _tail(self.vm.console_log)
+            raise TargetError(f"{exc}; last console lines:\n{tail}", hint=exc.hint,
+                              retryable=exc.retryable) from None
+        facts = {"vm.accel": self.vm.accel.reason}
+        return CommandResult(0, facts=facts)
+
+    def _boot(self) -> Any:
+        from orchestrator.qemu.vm import DirectKernelBoot  # noqa: PLC0415
+
+        src = self.spec.source
+        if self.host_spec.firmware == "uefi" or src is None:
+            return "uefi"
+        if not src.kernel or not src.initrd:
+            raise TargetError("firmware: direct-kernel needs source.kernel and source.initrd")
+        return DirectKernelBoot(_path(src.kernel, self.base_dir), _path(src.initrd, self.base_dir),
+                                src.kernel_cmdline)
+
+    def _accel(self) -> Any:
+        from orchestrator.qemu.accel import KVM_ARGS, TCG_ARGS, AccelChoice  # noqa: PLC0415
+
+        if self.host_spec.accel == "kvm":
+            return AccelChoice("kvm", KVM_ARGS, "KVM: forced by the spec (host.accel: kvm)")
+        if self.host_spec.accel == "tcg":
+            return AccelChoice("tcg", TCG_ARGS, "TCG: forced by the spec (host.accel: tcg)")
+        return None
+
+    def _ssh_target(self, port: int) -> SshTarget:
+        from orchestrator.secrets import resolve  # noqa: PLC0415
+        from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
+
+        guest = self.spec.guest
+        assert guest is not None
+
+        def secret(ref: str | None, where: str) -> str | None:
+            return resolve(ref, where=where, base_dir=self.base_dir).reveal() if ref else None
+
+        def on_new_key(fingerprint: str, algorithm: str) -> None:
+            self.recorder.record(FactRecorded(key=HOST_KEY_FACT, value=fingerprint, source="vm.ensure-running"))
+            self.recorder.record(FactRecorded(key=HOST_KEY_FACT + ".algorithm", value=algorithm,
+                                              source="vm.ensure-running"))
+
+        facts = self.recorder.state.facts
+        return SshTarget(
+            "127.0.0.1", port=port, user=guest.user, key_path=self.key_path,
+            key_passphrase=secret(guest.ssh_key_passphrase, "guest.ssh_key_passphrase"),
+            password=secret(guest.password, "guest.password"),
+            pinned_fingerprint=facts.get(HOST_KEY_FACT),
+            pinned_algorithm=facts.get(HOST_KEY_FACT + ".algorithm"),
+            on_new_host_key=on_new_key,
+        )
+
+    async def _wait_off(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        if self.ssh is not None:
+            await self.ssh.close()
+            self.ssh = None
+        if self.vm is None or not self.vm.is_running:
+            from orchestrator.qemu.vm import kill_stale_vm  # noqa: PLC0415
+
+            # A VM from a crashed run died with it (PDEATHSIG); make sure.
+            kill_stale_vm(self.work_dir / "vm")
+            return CommandResult(0, facts={"seal.power_off": "not running (earlier run)"})
+        forced = await self.vm.wait_exit(self.host_spec.shutdown_timeout_s) is None
+        if forced:
+            sink("stderr", b"guest did not power off in time: forcing it off\n")
+            await self.vm.close()
+        self.vm = None
+        return CommandResult(0, facts={"seal.power_off": "forced" if forced else "clean"})
+
+    @property
+    def compact_vhdx(self) -> Path:
+        return self.work_dir / f"{self.spec.vm_name}.vhdx"
+
+    async def _compact(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
+        from events.blobs import digest_file  # noqa: PLC0415
+        from orchestrator.qemu.disk import check, convert_to_vhdx, info  # noqa: PLC0415
+
+        await asyncio.to_thread(convert_to_vhdx, self.work_disk, self.compact_vhdx, src_format="qcow2")
+        result = await asyncio.to_thread(check, self.compact_vhdx, "vhdx")
+        if not result.ok:
+            raise TargetError(f"qemu-img check failed on {self.compact_vhdx}: {result.output[-500:]}")
+        sha, size = await asyncio.to_thread(digest_file, self.compact_vhdx)
+        virtual = (await asyncio.to_thread(info, self.compact_vhdx, "vhdx")).get("virtual-size", 0)
+        return CommandResult(
+            0, facts={"vhdx.size": str(size), "vhdx.virtual_size": str(virtual)},
+            artifacts=(Artifact("vhdx_compacted", str(self.compact_vhdx), sha, size, "disk"),),
+        )
+
+    @property
+    def export_dir(self) -> Path:
+        return self.output_dir / self.spec.gmi_name
+
+    async def _export(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
+        from events.blobs import digest_file  # noqa: PLC0415
+
+        disks = self.export_dir / "Virtual Hard Disks"
+        disks.mkdir(parents=True, exist_ok=True)
+        (self.export_dir / "Snapshots").mkdir(exist_ok=True)
+        dest = disks / f"{self.spec.vm_name}.vhdx"
+        if self.compact_vhdx.exists():
+            tmp = dest.with_name(dest.name + ".part")
+            await asyncio.to_thread(shutil.copyfile, self.compact_vhdx, tmp)
+            tmp.replace(dest)
+        elif not dest.exists():
+            raise TargetError(f"no compacted disk at {self.compact_vhdx}",
+                              hint="the compact stage did not leave its VHDX; abort and rebuild")
+        sha, size = await asyncio.to_thread(digest_file, dest)
+        return CommandResult(0, artifacts=(
+            Artifact("vhdx", str(dest), sha, size, "disk"),
+            Artifact("export_dir", str(self.export_dir), "", 0, "directory"),
+        ))
+
+
+def _path(value: str, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def _cloud_config(user: str, public_key: str, *, hostname: str) -> str:
+    import yaml  # noqa: PLC0415
+
+    data = {
+        "hostname": hostname,
+        "users": [{
+            "name": user, "sudo": "ALL=(ALL) NOPASSWD:ALL", "shell": "/bin/bash",
+            "lock_passwd": True, "ssh_authorized_keys": [public_key],
+        }],
+        "ssh_pwauth": False,
+    }
+    return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text("utf-8", "replace").splitlines()[-lines:])
+    except OSError:
+        return "(no console log)"

@@ -1,0 +1,330 @@
+"""``HyperVHost``: the ``hyperv`` host kind (implements :class:`orchestrator.hosts.base.Host`).
+
+Per stage: the host's own steps (``plan.HostPlanner``) around the guest steps from
+``orchestrator.guest.guest_steps``, with the spec's hooks around all of it. The
+``host`` target runs scripts through a :class:`PowerShellExecutor` (PowerShell
+Remoting, or the SIMULATOR); the ``guest`` target is SSH to the address the host
+read through KVP in the session step.
+"""
+
+from __future__ import annotations
+
+import logging
+import ntpath
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.hooks import with_hooks
+from orchestrator.hyperv.executor import PowerShellExecutor
+from orchestrator.hyperv.invoke import run_script
+from orchestrator.hyperv.plan import HostPlanner
+from orchestrator.hyperv.seed import SeedError, public_key_of, seed_media, write_iso
+from orchestrator.hyperv.target import HyperVTarget, Operation
+from orchestrator.hyperv.transfer import download_tree, upload
+from orchestrator.spec import BuildSpec, HyperVHostSpec
+from orchestrator.targets.base import Artifact, CommandResult, OutputSink, Target, TargetError
+from states.stages import FAILED
+from states.steps import Step, TargetName
+
+if TYPE_CHECKING:
+    from orchestrator.recorder import BuildRecorder
+
+log = logging.getLogger(__name__)
+
+GuestPlanner = Callable[[BuildSpec, str], list[Step]]
+
+
+def default_guest_planner() -> GuestPlanner:
+    """The lead's guest planning, imported when first needed."""
+    try:
+        from orchestrator.guest import guest_steps  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ImportError as exc:
+        msg = "guest planning (orchestrator.guest.guest_steps) is not available in this build of gmi-fsm"
+        raise TargetError(msg, hint="update gmi-fsm") from exc
+    planner: GuestPlanner = guest_steps
+    return planner
+
+
+def no_guest_steps(spec: BuildSpec, stage: str) -> list[Step]:
+    """Host-only plans (the SIMULATOR's default: it has no guest to log in to)."""
+    return []
+
+
+class HyperVHost:
+    kind = "hyperv"
+
+    def __init__(
+        self,
+        spec: BuildSpec,
+        base_dir: Path,
+        build_id: str,
+        executor: PowerShellExecutor,
+        *,
+        recorder: BuildRecorder | None = None,
+        guest_planner: GuestPlanner | None = None,
+        work_dir: Path | None = None,
+        guest_target_factory: Callable[[str], Target] | None = None,
+    ) -> None:
+        assert isinstance(spec.host, HyperVHostSpec)
+        self.spec = spec
+        self.h: HyperVHostSpec = spec.host
+        self.base_dir = base_dir
+        self.build_id = build_id
+        self.executor = executor
+        self.recorder = recorder
+        self.planner = HostPlanner(spec, build_id)
+        self._guest_planner = guest_planner
+        self.work_dir = work_dir or base_dir / ".gmi-fsm-work" / build_id
+        self._guest_factory = guest_target_factory
+        self.guest_address: str | None = None
+        self._guest: Target | None = None
+        self._host = HyperVTarget(
+            executor,
+            default_timeout_s=self.h.call_timeout_s,
+            operations=self._operations(),
+            on_facts=self._facts_seen,
+        )
+
+    # -- Host protocol -------------------------------------------------------------------
+
+    def plan(self, stage: str) -> list[Step]:
+        planner = self._guest_planner or default_guest_planner()
+        guest = planner(self.spec, stage)
+        steps = [*self.planner.before(stage), *guest, *self.planner.after(stage)]
+        return with_hooks(self.spec, stage, steps)
+
+    def target(self, name: TargetName) -> Target:
+        if name == "host":
+            return self._host
+        if name == "guest":
+            return self._guest_target()
+        raise TargetError(f"the hyperv host has no {name} target", hint="hooks run on local or guest")
+
+    def session_step(self, step: Step) -> Step | None:
+        if step.target != "guest":
+            return None
+        return self.planner.address_step(step.stage, "session.guest-address")
+
+    async def close(self) -> None:
+        """Release connections; remove the build VM after a failure when the spec says so
+        (after success the last stage removed it; after an abort see docs/hyperv.md)."""
+        try:
+            if (
+                self.recorder is not None
+                and self.recorder.state.status == FAILED
+                and not self.h.keep_vm_on_failure
+            ):
+                step = self.planner.remove_step("cleanup")
+                await run_script(
+                    self.executor, "vm-remove", step.command.params, timeout_s=self.h.call_timeout_s
+                )
+        except Exception as exc:  # cleanup must not hide the build's own outcome
+            log.warning("removing the failed build's VM failed: %s", exc)
+        finally:
+            if self._guest is not None:
+                await self._guest.close()
+            await self._host.close()
+
+    # -- guest -----------------------------------------------------------------------------
+
+    def _facts_seen(self, script: str, facts: Mapping[str, str]) -> None:
+        ip = facts.get("hyperv.guest_ipv4")
+        if ip and ip != self.guest_address:
+            self.guest_address = ip
+            if self._guest is not None:
+                log.info("guest address changed to %s; reconnecting", ip)
+                self._guest = None
+
+    def _guest_target(self) -> Target:
+        if self._guest is None:
+            if self.guest_address is None:
+                raise TargetError(
+                    "the guest's address is not known yet (no KVP report in this run)",
+                    hint="this is a bug in the plan: a guest step ran without its session step",
+                )
+            factory = self._guest_factory or self._ssh_target
+            self._guest = factory(self.guest_address)
+        return self._guest
+
+    def _ssh_target(self, address: str) -> Target:
+        from orchestrator.secrets import resolve  # noqa: PLC0415
+        from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
+
+        g = self.spec.guest
+        assert g is not None
+        key_path = _file_ref(g.ssh_private_key, self.base_dir)
+        passphrase = (
+            resolve(g.ssh_key_passphrase, where="guest.ssh_key_passphrase").reveal()
+            if g.ssh_key_passphrase
+            else None
+        )
+        password = resolve(g.password, where="guest.password").reveal() if g.password else None
+        pinned = self.recorder.state.facts.get("guest.host_key") if self.recorder else None
+        return SshTarget(
+            address,
+            user=g.user,
+            on_new_host_key=self._pin_host_key,
+            key_path=key_path,
+            key_passphrase=passphrase,
+            password=password,
+            pinned_fingerprint=pinned or None,
+            reconnect_timeout_s=g.connect_timeout_s,
+        )
+
+    def _pin_host_key(self, fingerprint: str, algorithm: str) -> None:
+        if self.recorder is None:
+            return
+        from events.model import FactRecorded  # noqa: PLC0415
+
+        self.recorder.record(
+            FactRecorded(key="guest.host_key", value=fingerprint, source="hyperv.ssh"),
+            FactRecorded(key="guest.host_key_algorithm", value=algorithm, source="hyperv.ssh"),
+        )
+
+    # -- host operations (Python on top of the scripts) -----------------------------------
+
+    def _operations(self) -> dict[str, Operation]:
+        return {
+            "iso.upload": self._op_iso_upload,
+            "seed.upload": self._op_seed_upload,
+            "install.operator": self._op_install_operator,
+            "export.hash": self._op_export_hash,
+            "export.fetch": self._op_export_fetch,
+        }
+
+    async def _op_iso_upload(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        local = Path(str(params["LocalPath"])).expanduser()
+        if not local.is_absolute():
+            local = self.base_dir / local
+        remote, expected = str(params["RemotePath"]), str(params["Sha256"])
+        if not local.is_file():
+            # The ISO may already be on the host (copied there by an operator).
+            there = await run_script(
+                self.executor, "file-hash", {"Path": remote, "ExpectSha256": expected}, timeout_s=timeout_s
+            )
+            if there.exit == 0:
+                return CommandResult(0, facts={"source.iso_sha256": there.facts["sha256"]})
+            return CommandResult(
+                1,
+                error=f"the ISO is neither on this machine ({local}) nor on the host ({remote}): "
+                "copy it to one of them (the host needs it on its own disk, see docs/hyperv.md)",
+            )
+        done = await upload(self.executor, local, remote, timeout_s=self.h.call_timeout_s, sink=sink)
+        if expected and done.sha256 != expected:
+            return CommandResult(1, error=f"{local} has sha256 {done.sha256}, the spec expects {expected}")
+        return CommandResult(0, facts={"source.iso_sha256": done.sha256})
+
+    async def _op_seed_upload(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        local = self.work_dir / "seed.iso"
+        if not local.is_file():  # written once per build, so its digest stays the same on a rerun
+            g = self.spec.guest
+            if g is None or g.ssh_private_key is None:
+                return CommandResult(1, error="an unattended install needs guest.ssh_private_key (file:PATH)")
+            try:
+                key_path = _file_ref(g.ssh_private_key, self.base_dir)
+                assert key_path is not None
+                passphrase = None
+                if g.ssh_key_passphrase:
+                    from orchestrator.secrets import resolve  # noqa: PLC0415
+
+                    passphrase = resolve(g.ssh_key_passphrase, where="guest.ssh_key_passphrase").reveal()
+                media = seed_media(self.spec, public_key_of(key_path, passphrase))
+            except SeedError as exc:
+                return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
+            write_iso(local, media)
+            sink(
+                "stdout",
+                f"wrote {media.label} seed media {local}: {', '.join(sorted(media.files))}\n".encode(),
+            )
+        done = await upload(
+            self.executor, local, self.planner.paths.seed_path, timeout_s=timeout_s, sink=sink
+        )
+        return CommandResult(0, facts={"hyperv.seed_sha256": done.sha256})
+
+    async def _op_install_operator(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        result = await self.executor.run(
+            _script("vm-address"),
+            {
+                "VmName": self.spec.vm_name,
+                "BuildId": self.build_id,
+                "TimeoutSeconds": params["TimeoutSeconds"],
+                "StartIfOff": False,
+            },
+            timeout_s=timeout_s,
+        )
+        from orchestrator.hyperv.invoke import ScriptError, outcome_of  # noqa: PLC0415
+
+        try:
+            outcome = outcome_of("vm-address", result)
+        except ScriptError:
+            user = self.spec.guest.user if self.spec.guest else "the build user"
+            return CommandResult(
+                1,
+                error=f"waiting for the operator: install {self.spec.os.name} {self.spec.os.version} in the "
+                f"console of VM '{self.spec.vm_name}' (Hyper-V Manager > Connect) with user {user} holding "
+                "the spec's SSH key, passwordless sudo and hv_kvp_daemon running; boot the installed "
+                f"system, then `gmi-fsm run --resume {self.build_id}`",
+            )
+        self._facts_seen("vm-address", outcome.facts)
+        return CommandResult(0, facts=outcome.facts)
+
+    def _exported_vhdx(self) -> str:
+        name = self.spec.vm_name
+        return ntpath.join(self.planner.paths.export_path, name, "Virtual Hard Disks", f"{name}.vhdx")
+
+    async def _op_export_hash(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        path = self._exported_vhdx()
+        got = await run_script(
+            self.executor, "file-hash", {"Path": path, "ExpectSha256": ""}, timeout_s=timeout_s
+        )
+        if got.exit != 0:
+            return CommandResult(got.exit, error=got.message)
+        sha, size = got.facts["sha256"], int(got.facts["size"])
+        sink("stdout", f"{path} sha256 {sha} ({size} bytes)\n".encode())
+        return CommandResult(
+            0,
+            facts={"export.vhdx_sha256": sha, "export.vhdx_size": str(size), "export.vhdx_path": path},
+            artifacts=(
+                Artifact(
+                    name=f"{name_of(path)}", path=f"hyperv:{path}", sha256=sha, size=size, kind="vhdx-on-host"
+                ),
+            ),
+        )
+
+    async def _op_export_fetch(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        remote = ntpath.join(self.planner.paths.export_path, self.spec.vm_name)
+        out = Path(self.spec.output.dir)
+        local = (out if out.is_absolute() else self.base_dir / out) / "export" / self.spec.vm_name
+        arts = await download_tree(self.executor, remote, local, timeout_s=self.h.call_timeout_s, sink=sink)
+        return CommandResult(0, facts={"export.local_dir": str(local)}, artifacts=tuple(arts))
+
+
+def name_of(path: str) -> str:
+    return ntpath.basename(path)
+
+
+def _script(name: str) -> str:
+    from orchestrator.hyperv.scripts import script_text  # noqa: PLC0415
+
+    return script_text(name)
+
+
+def _file_ref(ref: str | None, base_dir: Path) -> Path | None:
+    """The path in a ``file:PATH`` reference (SSH wants the key file, not its text)."""
+    if ref is None:
+        return None
+    if not ref.startswith("file:"):
+        raise TargetError(f"guest.ssh_private_key must be file:PATH, not {ref.split(':', 1)[0]}:...")
+    path = Path(ref.removeprefix("file:")).expanduser()
+    return path if path.is_absolute() else base_dir / path

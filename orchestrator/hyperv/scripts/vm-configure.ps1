@@ -1,0 +1,47 @@
+param(
+    [string]$VmName,
+    [string]$BuildId,
+    [long]$MemoryMiB,
+    [bool]$DynamicMemory,
+    [long]$Cpus,
+    [bool]$SecureBoot,
+    [string]$SecureBootTemplate,
+    [string]$IsoPath
+)
+# @preamble
+# Every setting below is a "set to": running it again changes nothing.
+$vm = Find-GmiVM -Name $VmName
+if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
+if ($DynamicMemory) {
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $true -StartupBytes ($MemoryMiB * 1MB) `
+        -MinimumBytes ([math]::Min(512MB, $MemoryMiB * 1MB)) -MaximumBytes ($MemoryMiB * 1MB)
+} else {
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $false -StartupBytes ($MemoryMiB * 1MB)
+}
+Set-VMProcessor -VM $vm -Count $Cpus
+# Automatic checkpoints would leave .avhdx differencing disks behind every start.
+Set-VM -VM $vm -AutomaticCheckpointsEnabled $false
+if ($SecureBoot) {
+    Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate
+} else {
+    Set-VMFirmware -VM $vm -EnableSecureBoot Off
+}
+if ((Get-VMSecurity -VM $vm).TpmEnabled) { Disable-VMTPM -VM $vm }
+$dvd = Get-VMDvdDrive -VM $vm | Where-Object { $_.ControllerLocation -eq 1 -and $_.ControllerNumber -eq 0 }
+if ($null -eq $dvd) {
+    $dvd = Add-VMDvdDrive -VM $vm -ControllerNumber 0 -ControllerLocation 1 -Path $IsoPath -Passthru
+} else {
+    Set-VMDvdDrive -VMDvdDrive $dvd -Path $IsoPath
+}
+$disk = Get-VMHardDiskDrive -VM $vm | Select-Object -First 1
+Set-VMFirmware -VM $vm -BootOrder $dvd, $disk
+$facts = @{
+    'hyperv.generation' = [string]$vm.Generation
+    'hyperv.memory_mib' = [string]$MemoryMiB
+    'hyperv.dynamic_memory' = [string]$DynamicMemory
+    'hyperv.cpus' = [string]$Cpus
+    'hyperv.secure_boot' = $(if ($SecureBoot) { $SecureBootTemplate } else { 'off' })
+    'hyperv.automatic_checkpoints' = 'False'
+    'hyperv.tpm' = 'False'
+}
+Out-GmiResult -Facts $facts -Message 'VM configured'

@@ -1,0 +1,651 @@
+"""``HyperVSimulator``: an in-memory stand-in for a Hyper-V host. It is NOT Hyper-V.
+
+It implements :class:`~orchestrator.hyperv.executor.PowerShellExecutor` for tests
+and demos. It recognises which of gmi-fsm's fixed scripts it was given (exact text,
+see :func:`orchestrator.hyperv.scripts.script_name`), reads the bound parameters and
+plays the script's effect on a small model: VMs, disks, switches, power states, DVD
+drives, checkpoints, a fake file system, KVP addresses and integration services. It
+never evaluates script text; any other text is refused.
+
+Its state lives in a JSON file, read and written under a lock on every call, so two
+runs (or a run killed mid-build and its resume) see the same VMs and files. Failures
+are injected through the same file (:meth:`HyperVSimulator.set_fault`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import ntpath
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.hyperv.executor import (
+    PsResult,
+    call_timeout,
+    connection_lost,
+    login_refused,
+    unreachable,
+)
+from orchestrator.hyperv.scripts import param_names, script_name
+from orchestrator.targets.base import TargetError
+
+LABEL = "SIMULATOR (not a Hyper-V host)"
+
+# Integration service ids (as the real scripts match them) -> short name.
+_IC = {
+    "84EAAE65-2F2E-45F5-9BB5-0E857DC8EB47": "heartbeat",
+    "2A34B1C2-FD73-4043-8A5B-DD2159BC743F": "kvp",
+    "5CED1297-4598-4915-A5FC-AD21BB4D02A4": "vss",
+    "9F8233AC-BE49-4C79-8EE3-E7E1985B2077": "shutdown",
+    "6C09BB55-D683-4DA0-8931-C9BF705F6480": "guest_service_interface",
+}
+
+FAULTS = ("auth_refused", "unreachable", "host_gone", "kvp_never", "optimize_fails", "timeout")
+"""``host_gone`` and ``timeout`` name the script they hit; the others are booleans."""
+
+
+class ScriptFailed(Exception):
+    """A simulated terminating error (what ``throw`` does under ErrorAction Stop)."""
+
+
+def _key(path: str) -> str:
+    # Windows paths compare without regard to case.
+    return path.casefold()
+
+
+class HyperVSimulator:
+    """A stateful, SIMULATED Hyper-V host behind the PowerShellExecutor seam."""
+
+    def __init__(
+        self,
+        state_path: str | Path,
+        *,
+        kvp_delay_s: float = 0.2,
+        install_delay_s: float = 0.2,
+        guest_address: str = "127.0.0.1",
+        sleep_step_s: float = 0.05,
+    ) -> None:
+        self.state_path = Path(state_path)
+        self.label = f"{LABEL} state={self.state_path}"
+        self._sleep_step_s = sleep_step_s
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked() as st:
+            st.setdefault("kind", "gmi-fsm Hyper-V SIMULATOR state (not a real host)")
+            st.setdefault(
+                "host",
+                {"name": "SIMULATED-HV", "os": "10.0.20348 (simulated)", "user": "SIM\\builder"},
+            )
+            st.setdefault("free_gib", 500)
+            st.setdefault("hyperv_module", True)
+            st.setdefault("rights", True)
+            st.setdefault("switches", ["Default Switch"])
+            st.setdefault("files", {})
+            st.setdefault("dirs", {})
+            st.setdefault("vms", {})
+            st.setdefault("mounted", [])
+            st.setdefault("faults", {})
+            st.setdefault("counters", {})
+            st.setdefault("calls", [])
+            st["kvp_delay_s"] = kvp_delay_s
+            st["install_delay_s"] = install_delay_s
+            st["guest_address"] = guest_address
+
+    def __repr__(self) -> str:
+        return f"HyperVSimulator({self.state_path})"
+
+    # -- test and demo controls ------------------------------------------------------
+
+    def set_fault(self, name: str, value: object = True) -> None:
+        if name not in FAULTS:
+            raise ValueError(f"unknown simulator fault {name!r}; known: {', '.join(FAULTS)}")
+        with self._locked() as st:
+            st["faults"][name] = value
+
+    def clear_faults(self) -> None:
+        with self._locked() as st:
+            st["faults"] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the whole simulated state (for assertions)."""
+        with self._locked() as st:
+            return json.loads(json.dumps(st))  # type: ignore[no-any-return]
+
+    def put_file(self, path: str, data: bytes) -> None:
+        with self._locked() as st:
+            _write(st, path, data)
+
+    def add_checkpoint(self, vm_name: str) -> str:
+        """A checkpoint as Hyper-V makes one: the VM now writes to a new .avhdx."""
+        with self._locked() as st:
+            vm = st["vms"][_key(vm_name)]
+            parent = vm["disks"][0]
+            child = ntpath.join(ntpath.dirname(parent), f"{vm['name']}_{uuid.uuid4()}.avhdx")
+            _write(st, child, b"SIMULATED differencing disk\n")
+            vm["checkpoints"].append({"disk": child, "parent": parent})
+            vm["disks"][0] = child
+            return child
+
+    def operator_installs(self, vm_name: str) -> None:
+        """What an operator does for ``install: manual``: install the OS from the
+        console (with hv_kvp_daemon) and reboot into it."""
+        with self._locked() as st:
+            vm = st["vms"][_key(vm_name)]
+            disk = _base_disk(vm)
+            _write(st, disk, _read(st, disk) + b"installed by an operator (simulated)\n")
+            vm.update(state="Running", booted="disk", started_at=time.time())
+
+    # -- the executor ------------------------------------------------------------------
+
+    async def run(self, script: str, params: Mapping[str, object], *, timeout_s: float) -> PsResult:
+        name = script_name(script)
+        if name is None:
+            raise TargetError(
+                f"{self.label}: refused a script that is not one of gmi-fsm's fixed scripts",
+                hint="the simulator plays only orchestrator/hyperv/scripts/*.ps1; it never evaluates text",
+            )
+        expected = set(param_names(name))
+        if set(params) != expected:
+            raise TargetError(
+                f"{self.label}: {name} was given parameters {sorted(params)}, its param block "
+                f"declares {sorted(expected)}"
+            )
+        faults = self.snapshot()["faults"]
+        if faults.get("auth_refused"):
+            raise login_refused(self.label, "negotiate", "SIMULATED: 401 Unauthorized")
+        if faults.get("unreachable"):
+            raise unreachable(self.label, "SIMULATED: connection refused")
+        if faults.get("timeout") == name:
+            await asyncio.sleep(min(timeout_s, 0.05))
+            raise call_timeout(self.label, name, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        handler: Callable[[dict[str, Any], Mapping[str, object], float], Any] = getattr(
+            self, "_op_" + name.replace("-", "_")
+        )
+        try:
+            result = await self._play(name, handler, params, deadline, timeout_s)
+        except ScriptFailed as exc:
+            return PsResult(output=[], errors=[f"{exc} (SIMULATED)"], had_errors=True)
+        if faults.get("host_gone") == name:
+            raise connection_lost(self.label, name, "SIMULATED: the host went away after the call started")
+        return PsResult(output=[result], errors=[], had_errors=False)
+
+    async def close(self) -> None:
+        return
+
+    async def _play(
+        self,
+        name: str,
+        handler: Callable[[dict[str, Any], Mapping[str, object], float], Any],
+        params: Mapping[str, object],
+        deadline: float,
+        timeout_s: float,
+    ) -> Any:
+        """Run a handler; a handler that waits (KVP, power off) returns ``None`` while
+        it is not done yet and is asked again until the call's deadline. Handlers get the
+        wall-clock time the call started, to keep their own ``TimeoutSeconds``."""
+        t0 = time.time()
+        with self._locked() as st:
+            st["calls"].append({"script": name, "params": _jsonable(params)})
+        while True:
+            with self._locked() as st:
+                _advance(st)
+                result = handler(st, params, t0)
+            if result is not None:
+                return result
+            if time.monotonic() >= deadline:
+                raise call_timeout(self.label, name, timeout_s)
+            await asyncio.sleep(self._sleep_step_s)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        lock = self.state_path.with_name(self.state_path.name + ".lock")
+        with lock.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                st: dict[str, Any] = (
+                    json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+                )
+                yield st
+                tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+                tmp.write_text(json.dumps(st, indent=1, sort_keys=True))
+                os.replace(tmp, self.state_path)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- the scripts, by name ----------------------------------------------------------
+
+    def _op_preflight(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        problems = []
+        if not st["hyperv_module"]:
+            problems.append("the Hyper-V PowerShell module is not installed")
+        if not st["rights"]:
+            problems.append(
+                f"{st['host']['user']} is neither in Hyper-V Administrators nor in Administrators"
+            )
+        if not problems and _s(p, "SwitchName") not in st["switches"]:
+            problems.append(f"no virtual switch named '{_s(p, 'SwitchName')}' (Get-VMSwitch lists them)")
+        for d in (_s(p, "VmPath"), _s(p, "ExportPath")):
+            st["dirs"][_key(d)] = d
+        if st["free_gib"] < _i(p, "DiskGiB"):
+            problems.append(f"only {st['free_gib']} GiB free for a {_i(p, 'DiskGiB')} GiB disk")
+        iso = _s(p, "IsoPath")
+        facts = {
+            "hyperv.host": st["host"]["name"],
+            "hyperv.os": st["host"]["os"],
+            "hyperv.user": st["host"]["user"],
+            "hyperv.free_gib": str(st["free_gib"]),
+            "hyperv.iso_present": str(bool(iso) and _key(iso) in st["files"]),
+        }
+        if problems:
+            return _result(1, facts, "preflight failed: " + "; ".join(problems))
+        return _result(0, facts, "host ready")
+
+    def _op_vm_probe(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = st["vms"].get(_key(_s(p, "VmName")))
+        if vm is None:
+            return _result(1, {}, f"no VM named '{_s(p, 'VmName')}'")
+        if _owned(vm, _s(p, "BuildId")):
+            return _result(0, {"hyperv.vm_state": vm["state"]}, "the build VM exists")
+        return _result(2, {}, f"a VM named '{_s(p, 'VmName')}' exists but was not made by this build")
+
+    def _op_vm_create(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        name, bid = _s(p, "VmName"), _s(p, "BuildId")
+        vm = st["vms"].get(_key(name))
+        if vm is not None:
+            if _owned(vm, bid):
+                return _result(0, {"hyperv.vm_id": vm["id"]}, "the build VM already exists")
+            raise ScriptFailed(f"a VM named '{name}' already exists and was not made by this build")
+        if _s(p, "SwitchName") not in st["switches"]:
+            raise ScriptFailed(f"New-VM: no switch '{_s(p, 'SwitchName')}'")
+        vhd = ntpath.join(_s(p, "VmPath"), name, "Virtual Hard Disks", f"{name}.vhdx")
+        if _key(vhd) in st["files"]:
+            raise ScriptFailed(f"the disk {vhd} already exists (left by another VM?): remove it first")
+        _write(st, vhd, f"SIMULATED VHDX {name} {_i(p, 'DiskGiB')} GiB\n".encode())
+        _count(st, "New-VM")
+        vm_id = str(uuid.uuid4())
+        st["vms"][_key(name)] = {
+            "name": name,
+            "id": vm_id,
+            "notes": f"gmi-fsm build {bid}",
+            "generation": 2,
+            "path": _s(p, "VmPath"),
+            "state": "Off",
+            "booted": "",
+            "started_at": None,
+            "stop_requested_at": None,
+            "memory_mib": _i(p, "MemoryMiB"),
+            "dynamic_memory": False,
+            "cpus": 1,
+            "secure_boot": True,
+            "secure_boot_template": "MicrosoftWindows",
+            "tpm": False,
+            "automatic_checkpoints": True,
+            "switch": _s(p, "SwitchName"),
+            "disks": [vhd],
+            "dvds": {},
+            "boot_order": ["disk"],
+            "checkpoints": [],
+            "keys_typed": 0,
+        }
+        return _result(0, {"hyperv.vm_id": vm_id, "hyperv.vhdx_path": vhd}, "VM created")
+
+    def _op_vm_configure(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        mem = _i(p, "MemoryMiB")
+        vm.update(
+            memory_mib=mem,
+            dynamic_memory=bool(p["DynamicMemory"]),
+            cpus=_i(p, "Cpus"),
+            automatic_checkpoints=False,
+            secure_boot=bool(p["SecureBoot"]),
+            secure_boot_template=_s(p, "SecureBootTemplate") if p["SecureBoot"] else "",
+            tpm=False,
+        )
+        vm["dvds"]["1"] = _s(p, "IsoPath")
+        vm["boot_order"] = ["dvd:1", "disk"]
+        facts = {
+            "hyperv.generation": "2",
+            "hyperv.memory_mib": str(mem),
+            "hyperv.dynamic_memory": str(bool(p["DynamicMemory"])),
+            "hyperv.cpus": str(_i(p, "Cpus")),
+            "hyperv.secure_boot": _s(p, "SecureBootTemplate") if p["SecureBoot"] else "off",
+            "hyperv.automatic_checkpoints": "False",
+            "hyperv.tpm": "False",
+        }
+        return _result(0, facts, "VM configured")
+
+    def _op_seed_attach(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        if _key(_s(p, "SeedPath")) not in st["files"]:
+            raise ScriptFailed(f"the seed media {_s(p, 'SeedPath')} is not on the host")
+        vm["dvds"]["2"] = _s(p, "SeedPath")
+        return _result(0, {}, "seed media attached")
+
+    def _op_vm_start(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        if vm["state"] == "Running":
+            return _result(0, {}, "already running")
+        _start(st, vm, key_pressed=bool(p["PressKey"]))
+        return _result(0, {}, "started")
+
+    def _op_vm_address(self, st: dict[str, Any], p: Mapping[str, object], t0: float) -> Any:
+        vm = _own_vm(st, p)
+        if vm["state"] != "Running":
+            if not p["StartIfOff"]:
+                raise ScriptFailed(f"the build VM is {vm['state']}, not Running")
+            _start(st, vm, key_pressed=False)
+        ip = _kvp_address(st, vm)
+        if ip:
+            return _result(0, {"hyperv.guest_ipv4": ip}, f"guest address {ip}")
+        if time.time() - t0 >= _i(p, "TimeoutSeconds"):
+            seen = ", ".join(_kvp_list(st, vm))
+            raise ScriptFailed(
+                f"no IPv4 address reported through KVP within {_i(p, 'TimeoutSeconds')} s (seen: '{seen}'): "
+                "is hv_kvp_daemon (hyperv-daemons / linux-cloud-tools) installed and running in the guest, "
+                "and does the switch give DHCP leases?"
+            )
+        return None
+
+    def _op_vm_wait_off(self, st: dict[str, Any], p: Mapping[str, object], t0: float) -> Any:
+        vm = _own_vm(st, p)
+        if vm["state"] == "Off":
+            return _result(0, {}, "off")
+        if p["StopIfRunning"] and vm["stop_requested_at"] is None:
+            vm["stop_requested_at"] = time.time()
+        if time.time() - t0 >= _i(p, "TimeoutSeconds"):
+            raise ScriptFailed(
+                f"the build VM did not power off within {_i(p, 'TimeoutSeconds')} s (state: {vm['state']})"
+            )
+        return None
+
+    def _op_integration_status(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        talking = vm["state"] == "Running" and vm["booted"] == "disk"
+        facts = {f"hyperv.ic.{short}": ("OK" if talking else "No Contact") for short in _IC.values()}
+        return _result(0, facts, "integration services read")
+
+    def _op_checkpoints_merge(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        removed = len(vm["checkpoints"])
+        for cp in reversed(vm["checkpoints"]):
+            _write(st, cp["parent"], _read(st, cp["parent"]) + b"merged checkpoint\n")
+            st["files"].pop(_key(cp["disk"]), None)
+            vm["disks"][0] = cp["parent"]
+        vm["checkpoints"] = []
+        return _result(0, {"hyperv.checkpoints_removed": str(removed)}, "no checkpoints left")
+
+    def _op_vhd_optimize(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        if vm["state"] != "Off":
+            raise ScriptFailed(f"the build VM must be Off to compact its disk (it is {vm['state']})")
+        path = vm["disks"][0]
+        if path.endswith(".avhdx"):
+            raise ScriptFailed(f"the disk is still a differencing disk ({path}): merge checkpoints first")
+        before = len(_read(st, path))
+        st["mounted"].append(_key(path))  # Mount-VHD -ReadOnly
+        try:
+            if st["faults"].get("optimize_fails"):
+                raise ScriptFailed(
+                    f"Optimize-VHD: Failed to compact the virtual disk {path}: The process cannot access "
+                    "the file because it is being used by another process"
+                )
+            data = _read(st, path)
+            if b"compacted\n" not in data:
+                _write(st, path, data + b"compacted\n")
+        finally:
+            st["mounted"].remove(_key(path))  # Dismount-VHD in the script's finally
+        after = len(_read(st, path))
+        facts = {"hyperv.vhdx_bytes_before": str(before), "hyperv.vhdx_bytes_after": str(after)}
+        return _result(0, facts, f"compacted {before} -> {after} bytes")
+
+    def _op_media_eject(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        if vm["state"] != "Off":
+            raise ScriptFailed(f"the build VM must be Off to remove its DVD drives (it is {vm['state']})")
+        n = len(vm["dvds"])
+        vm["dvds"] = {}
+        vm["boot_order"] = ["disk"]
+        return _result(0, {}, f"removed {n} DVD drive(s); boots from the disk")
+
+    def _op_vm_export(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        name, bid, root = _s(p, "VmName"), _s(p, "BuildId"), _s(p, "ExportPath")
+        final = ntpath.join(root, name)
+        marker = ntpath.join(final, "gmi-fsm-export.json")
+        if _exists(st, final):
+            if _key(marker) in st["files"] and json.loads(_read(st, marker))["build_id"] == bid:
+                return _result(0, {"export.dir": final}, "already exported by this build")
+            raise ScriptFailed(
+                f"the export path {final} already exists and is not this build's export: "
+                "move it away or choose another export_path"
+            )
+        _count(st, "Export-VM")
+        files = {
+            ntpath.join(final, "Virtual Machines", f"{vm['id'].upper()}.vmcx"): b"SIMULATED vmcx\n",
+            ntpath.join(final, "Virtual Machines", f"{vm['id'].upper()}.vmgs"): b"SIMULATED vmgs\n",
+            ntpath.join(final, "Virtual Machines", f"{vm['id'].upper()}.VMRS"): b"SIMULATED vmrs\n",
+            ntpath.join(final, "Virtual Hard Disks", f"{name}.vhdx"): _read(st, vm["disks"][0]),
+            marker: json.dumps({"build_id": bid, "vm_name": name}).encode(),
+        }
+        for path, data in files.items():
+            _write(st, path, data)
+        st["dirs"][_key(ntpath.join(final, "Snapshots"))] = ntpath.join(final, "Snapshots")
+        return _result(0, {"export.dir": final}, f"exported to {final}")
+
+    def _op_export_probe(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        name, root = _s(p, "VmName"), _s(p, "ExportPath")
+        final = ntpath.join(root, name)
+        marker = ntpath.join(final, "gmi-fsm-export.json")
+        vhd = ntpath.join(final, "Virtual Hard Disks", f"{name}.vhdx")
+        vmcx = [f for f in st["files"] if f.startswith(_key(ntpath.join(final, "Virtual Machines")))]
+        ok = (
+            _key(marker) in st["files"]
+            and _key(vhd) in st["files"]
+            and json.loads(_read(st, marker))["build_id"] == _s(p, "BuildId")
+            and sum(f.endswith(".vmcx") for f in vmcx) == 1
+        )
+        return _result(0, {}, "export present") if ok else _result(1, {}, "no complete export")
+
+    def _op_export_compare(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        final = _key(ntpath.join(_s(p, "ExportPath"), _s(p, "VmName")))
+        under = [f for f in st["files"] if f.startswith(final + "\\")]
+        vmcx = [f for f in under if f.endswith(".vmcx")]
+        if len(vmcx) != 1:
+            raise ScriptFailed(f"the export must hold exactly one .vmcx, found {len(vmcx)}")
+        if any(f.endswith(".avhdx") for f in under):
+            raise ScriptFailed("the export holds differencing disks")
+        return _result(0, {"export.import_check": "ok"}, "Compare-VM found no incompatibility")
+
+    def _op_file_hash(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        path, expect = _s(p, "Path"), _s(p, "ExpectSha256").lower()
+        if _key(path) not in st["files"]:
+            return _result(1, {}, f"{path} is not on the host")
+        data = _read(st, path)
+        digest = hashlib.sha256(data).hexdigest()
+        facts = {"sha256": digest, "size": str(len(data))}
+        if expect and digest != expect:
+            return _result(3, facts, f"{path} has sha256 {digest}, expected {expect}")
+        return _result(0, facts, f"{path} sha256 {digest}")
+
+    def _op_file_list(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        root = _s(p, "Path").rstrip("\\")
+        if not _exists(st, root):
+            raise ScriptFailed(f"Cannot find path '{root}' because it does not exist")
+        files = [
+            {
+                "path": st["files"][k]["path"][len(root) + 1 :],
+                "size": str(len(_read(st, st["files"][k]["path"]))),
+            }
+            for k in sorted(st["files"])
+            if k.startswith(_key(root) + "\\")
+        ]
+        return {"exit": 0, "facts": {}, "artifacts": files, "message": f"{len(files)} file(s)"}
+
+    def _op_file_read_chunk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        path = _s(p, "Path")
+        if _key(path) not in st["files"]:
+            raise ScriptFailed(f"Could not find file '{path}'")
+        off, n = _i(p, "Offset"), _i(p, "Length")
+        chunk = _read(st, path)[off : off + n]
+        return _result(0, {"data": base64.b64encode(chunk).decode(), "read": str(len(chunk))}, "read")
+
+    def _op_file_write_chunk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        path, off = _s(p, "Path"), _i(p, "Offset")
+        data = base64.b64decode(_s(p, "DataBase64"))
+        old = b"" if off == 0 or _key(path) not in st["files"] else _read(st, path)
+        new = old[:off].ljust(off, b"\0") + data
+        _write(st, path, new)
+        return _result(0, {"size": str(len(new))}, f"wrote {len(data)} bytes")
+
+    def _op_file_commit(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        part, path = _s(p, "PartPath"), _s(p, "Path")
+        digest = hashlib.sha256(_read(st, part)).hexdigest()
+        if digest != _s(p, "Sha256").lower():
+            st["files"].pop(_key(part), None)
+            raise ScriptFailed(
+                f"the upload of {path} arrived damaged (sha256 {digest}, expected {_s(p, 'Sha256')})"
+            )
+        _write(st, path, _read(st, part))
+        st["files"].pop(_key(part), None)
+        return _result(0, {"sha256": digest}, f"{path} verified")
+
+    def _op_vm_remove(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        name = _s(p, "VmName")
+        vm = st["vms"].get(_key(name))
+        if vm is not None and not _owned(vm, _s(p, "BuildId")):
+            return _result(0, {}, f"a VM named '{name}' exists but is not this build's: left alone")
+        if vm is not None:
+            for d in vm["disks"]:
+                st["files"].pop(_key(d), None)
+            del st["vms"][_key(name)]
+            _count(st, "Remove-VM")
+        folder = _key(ntpath.join(_s(p, "VmPath"), name))
+        for k in [k for k in st["files"] if k.startswith(folder + "\\")]:
+            del st["files"][k]
+        seed = _s(p, "SeedPath")
+        if seed:
+            st["files"].pop(_key(seed), None)
+        return _result(0, {}, "build VM removed")
+
+
+# -- the model's rules ------------------------------------------------------------------
+
+
+def _advance(st: dict[str, Any]) -> None:
+    """Let simulated time pass: installers finish and power off, guests shut down."""
+    now = time.time()
+    for vm in st["vms"].values():
+        if vm["state"] != "Running":
+            continue
+        if vm["booted"] == "installer-seeded" and now - vm["started_at"] >= st["install_delay_s"]:
+            disk = _base_disk(vm)
+            _write(st, disk, _read(st, disk) + b"installed unattended (simulated)\n")
+            vm.update(state="Off", booted="", started_at=None)
+        elif (
+            vm["stop_requested_at"] is not None
+            and vm["booted"] == "disk"  # the Shutdown service answers only in an installed guest
+            and now - vm["stop_requested_at"] >= 0.1
+        ):
+            vm.update(state="Off", booted="", started_at=None, stop_requested_at=None)
+
+
+def _start(st: dict[str, Any], vm: dict[str, Any], *, key_pressed: bool) -> None:
+    if vm["automatic_checkpoints"]:
+        # What Hyper-V does on every start when automatic checkpoints are on.
+        parent = vm["disks"][0]
+        child = ntpath.join(ntpath.dirname(parent), f"{vm['name']}_{uuid.uuid4()}.avhdx")
+        _write(st, child, b"SIMULATED automatic checkpoint\n")
+        vm["checkpoints"].append({"disk": child, "parent": parent})
+        vm["disks"][0] = child
+    installed = b"installed" in _read(st, _base_disk(vm))
+    first = vm["boot_order"][0] if vm["boot_order"] else "disk"
+    if first.startswith("dvd") and key_pressed and vm["dvds"].get(first.split(":")[1]):
+        # The installer: with seed media it installs and powers off by itself.
+        vm["booted"] = "installer-seeded" if "2" in vm["dvds"] else "installer"
+    else:
+        vm["booted"] = "disk" if installed else "no-os"
+    vm.update(state="Running", started_at=time.time(), stop_requested_at=None)
+
+
+def _kvp_list(st: dict[str, Any], vm: dict[str, Any]) -> list[str]:
+    if vm["state"] != "Running":
+        return []
+    link_local = ["fe80::215:5dff:fe00:1"]
+    if vm["booted"] != "disk" or st["faults"].get("kvp_never"):
+        return []
+    if time.time() - vm["started_at"] < st["kvp_delay_s"]:
+        return []
+    # The first entry is often IPv6 link-local; the scripts must skip it.
+    return [*link_local, "169.254.10.20", st["guest_address"]]
+
+
+def _kvp_address(st: dict[str, Any], vm: dict[str, Any]) -> str:
+    for ip in _kvp_list(st, vm):
+        if ":" not in ip and not ip.startswith("169.254."):
+            return ip
+    return ""
+
+
+def _base_disk(vm: dict[str, Any]) -> str:
+    return str(vm["checkpoints"][0]["parent"] if vm["checkpoints"] else vm["disks"][0])
+
+
+def _owned(vm: dict[str, Any], build_id: str) -> bool:
+    return f"gmi-fsm build {build_id}" in vm["notes"]
+
+
+def _own_vm(st: dict[str, Any], p: Mapping[str, object]) -> dict[str, Any]:
+    vm = st["vms"].get(_key(_s(p, "VmName")))
+    if vm is None or not _owned(vm, _s(p, "BuildId")):
+        raise ScriptFailed(f"the build VM '{_s(p, 'VmName')}' is missing or not ours")
+    return vm  # type: ignore[no-any-return]
+
+
+def _write(st: dict[str, Any], path: str, data: bytes) -> None:
+    st["files"][_key(path)] = {"path": path, "data": base64.b64encode(data).decode()}
+
+
+def _read(st: dict[str, Any], path: str) -> bytes:
+    return base64.b64decode(st["files"][_key(path)]["data"])
+
+
+def _exists(st: dict[str, Any], path: str) -> bool:
+    k = _key(path.rstrip("\\"))
+    return (
+        k in st["files"]
+        or k in st["dirs"]
+        or any(f.startswith(k + "\\") for f in st["files"])
+        or any(d.startswith(k + "\\") for d in st["dirs"])
+    )
+
+
+def _count(st: dict[str, Any], what: str) -> None:
+    st["counters"][what] = st["counters"].get(what, 0) + 1
+
+
+def _result(code: int, facts: dict[str, str], message: str) -> dict[str, Any]:
+    return {"exit": code, "facts": facts, "artifacts": [], "message": message}
+
+
+def _s(p: Mapping[str, object], name: str) -> str:
+    return str(p[name])
+
+
+def _i(p: Mapping[str, object], name: str) -> int:
+    value = p[name]
+    if not isinstance(value, int | float | str):
+        raise ScriptFailed(f"parameter {name} is not a number")
+    return int(value)
+
+
+def _jsonable(params: Mapping[str, object]) -> dict[str, object]:
+    return {k: (f"<{len(str(v))} chars>" if k == "DataBase64" else v) for k, v in params.items()}

@@ -1,0 +1,106 @@
+"""The OS-family command sets, on what they render (dnf and zypper have no guest here;
+apt also runs for real in tests/orchestrator/test_qemu_build.py)."""
+
+import shlex
+import subprocess
+
+import pytest
+
+from states.guest_plan import FAMILIES, FamilyDataError, guest_steps
+from states.stages import STAGE_NAMES
+
+OPTIONS = {
+    "prepare.update": True,
+    "prepare.remove_packages": ["nano", "x11-common"],
+    "prepare.extra_packages": ["qemu-guest-agent"],
+    "prepare.hyperv_daemons": "package",
+    "prepare.grub_timeout_zero": True,
+    "prepare.free_space": "zero-fill",
+    "prepare.remove_build_user_keys": True,
+    "prepare.locale": "en_US.UTF-8",
+    "guest.user": "genie",
+}
+
+
+def names(family: str, stage: str, **overrides: object) -> list[str]:
+    return [s.name for s in guest_steps(family, stage, {**OPTIONS, **overrides})]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_covers_the_guest_stages(family: str) -> None:
+    for stage in ("install_os", "update", "cloud_init", "hyperv_integration", "cleanup", "seal"):
+        assert guest_steps(family, stage, OPTIONS), f"{family} has no steps for {stage}"
+    for stage in ("provision", "compact", "export", "document", "package", "validate"):
+        assert guest_steps(family, stage, OPTIONS) == []
+    assert names(family, "seal") == ["seal-and-power-off"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_script_is_valid_posix_sh(family: str) -> None:
+    for stage in STAGE_NAMES:
+        for hv in ("package", "source"):
+            for step in guest_steps(family, stage, {**OPTIONS, "prepare.hyperv_daemons": hv}):
+                assert step.command.text.startswith("set -e\n")
+                # `sh -n` parses without running.
+                proc = subprocess.run(["sh", "-n", "-c", step.command.text], capture_output=True, text=True)
+                assert proc.returncode == 0, f"{family} {step.id}: {proc.stderr}"
+
+
+def test_dnf_renders_dnf_commands_and_dracut() -> None:
+    update = {s.name: s for s in guest_steps("dnf", "update", OPTIONS)}
+    assert "dnf -y -q upgrade --refresh" in update["full-upgrade"].command.text
+    assert update["remove-packages"].command.args == ("nano", "x11-common")
+    assert '"$@"' in update["remove-packages"].command.text
+    hv = {s.name: s for s in guest_steps("dnf", "hyperv_integration", OPTIONS)}
+    assert "dnf -y -q install hyperv-daemons" in hv["install-daemons"].command.text
+    assert "dracut -f --regenerate-all" in hv["initramfs-drivers"].command.text
+    assert "dnf -y -q clean all" in {s.name: s for s in guest_steps("dnf", "cleanup", OPTIONS)}[
+        "package-cache"
+    ].command.text
+
+
+def test_zypper_renders_zypper_commands_and_source_build() -> None:
+    upd = {s.name: s for s in guest_steps("zypper", "update", OPTIONS)}
+    assert "zypper --non-interactive --quiet update" in upd["full-upgrade"].command.text
+    hv = {s.name: s for s in guest_steps("zypper", "hyperv_integration", {**OPTIONS, "prepare.hyperv_daemons": "source"})}
+    assert "install-daemons" not in hv
+    build = hv["build-daemons"]
+    assert "tools/hv" in build.command.text and "kernel-source" in build.command.text
+    assert build.facts == "key_value"
+    assert "hyperv.daemons.source=source:" in build.command.text
+
+
+def test_options_decide_which_steps_apply() -> None:
+    assert "full-upgrade" not in names("apt", "update", **{"prepare.update": False})
+    assert "refresh-index" in names("apt", "update", **{"prepare.update": False})
+    assert "remove-packages" not in names("apt", "update", **{"prepare.remove_packages": []})
+    assert "zero-fill" in names("apt", "cleanup")
+    assert "fstrim" in names("apt", "cleanup", **{"prepare.free_space": "fstrim"})
+    assert "zero-fill" not in names("apt", "cleanup", **{"prepare.free_space": "none"})
+
+
+def test_user_values_are_arguments_never_script_text() -> None:
+    hostile = ["a'b", "$(touch /tmp/pwned)", "x;y", "`id`", "new\nline", "ünï"]
+    steps = guest_steps("apt", "update", {**OPTIONS, "prepare.extra_packages": hostile})
+    install = next(s for s in steps if s.name == "install-packages")
+    assert install.command.args == tuple(hostile)
+    for value in hostile:
+        assert value not in install.command.text
+    # And the shell sees them verbatim as "$@".
+    script = 'printf "%s\\0" "$@"'
+    out = subprocess.run(["sh", "-c", script, "gmi", *install.command.args], capture_output=True).stdout
+    assert out.split(b"\0")[:-1] == [v.encode() for v in hostile]
+    assert shlex.quote(hostile[1]) != hostile[1]
+
+
+def test_seal_is_the_last_command_and_ends_the_connection() -> None:
+    (seal,) = guest_steps("apt", "seal", OPTIONS)
+    text = seal.command.text
+    assert seal.command.ends_connection
+    assert text.index("cloud-init clean") < text.index("rm -f /etc/ssh/ssh_host_") < text.index("poweroff")
+    assert seal.command.args == ("True", "genie")
+
+
+def test_unknown_family_is_refused() -> None:
+    with pytest.raises(FamilyDataError, match="unknown OS family"):
+        guest_steps("pacman", "update", OPTIONS)
