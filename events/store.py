@@ -220,7 +220,8 @@ class SqliteEventStore:
         """Under the write lock: ``first`` must follow the build's head exactly. A stale
         seq is left to the unique index (a ConcurrencyError); a gap or a wrong
         ``prev_hash`` would break the chain, so it is refused before anything is written."""
-        row = self.conn.execute("SELECT seq, hash FROM heads WHERE build_id = ?", (first.build_id,)).fetchone()
+        sql = "SELECT seq, hash FROM heads WHERE build_id = ?"
+        row = self.conn.execute(sql, (first.build_id,)).fetchone()
         head_seq, head_hash = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         if first.seq > head_seq and (first.seq != head_seq + 1 or first.prev_hash != head_hash):
             raise StoreError(

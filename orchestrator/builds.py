@@ -14,16 +14,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from events.errors import StoreError, UnknownBuildError
-from events.model import BuildAborted, BuildRequested, Decision, OperatorDecision, SpecChanged
 from events.store import ChainReport, RecordedEvent, SqliteEventStore
-from orchestrator.engine import Engine, Observer, RunResult
-from orchestrator.recorder import BuildRecorder
-from orchestrator.spec import BuildSpec, load_spec, spec_sha256, validate_spec
 from states.projection import BuildState, fold
 from states.stages import PAUSED
+
+# Read commands (status, history, verify...) must start fast: what pulls in pydantic
+# (events.model, the spec, the engine) is imported inside the functions that write.
+if TYPE_CHECKING:
+    from events.model import Decision
+    from orchestrator.engine import Observer, RunResult
+    from orchestrator.spec import BuildSpec
 
 TOOL_VERSION = "0.1.0"
 
@@ -61,6 +64,8 @@ class PreparedBuild:
 
 def prepare(spec_path: Path) -> PreparedBuild:
     """Validate a spec file (raises SpecError). Writes nothing."""
+    from orchestrator.spec import load_spec  # noqa: PLC0415
+
     spec, frozen = load_spec(spec_path)
     return PreparedBuild(spec, frozen, spec_path.resolve())
 
@@ -76,6 +81,10 @@ def check_secrets(spec: BuildSpec, base_dir: Path) -> None:
 
 def request(store: SqliteEventStore, prepared: PreparedBuild, build_id: str | None = None) -> str:
     """Append BuildRequested for a new build; return its id."""
+    from events.model import BuildRequested  # noqa: PLC0415
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+    from orchestrator.spec import spec_sha256  # noqa: PLC0415
+
     bid = build_id or new_build_id(prepared.spec.name)
     recorder = BuildRecorder(store, bid)
     if recorder.state.events:
@@ -97,6 +106,8 @@ def request(store: SqliteEventStore, prepared: PreparedBuild, build_id: str | No
 def frozen_spec(state: BuildState) -> tuple[BuildSpec, Path]:
     """The spec a build runs with: the copy frozen in its events, and the folder
     relative paths in it are read from."""
+    from orchestrator.spec import validate_spec  # noqa: PLC0415
+
     spec, _ = validate_spec(state.spec, f"build {state.build_id} (frozen spec)")
     return spec, Path(state.spec_path).parent
 
@@ -107,6 +118,10 @@ def load_state(store: SqliteEventStore, build_id: str) -> BuildState:
 
 
 def change_spec(store: SqliteEventStore, build_id: str, prepared: PreparedBuild) -> None:
+    from events.model import SpecChanged  # noqa: PLC0415
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+    from orchestrator.spec import spec_sha256  # noqa: PLC0415
+
     recorder = BuildRecorder(store, build_id)
     recorder.record(
         SpecChanged(
@@ -126,8 +141,9 @@ async def run(
     engine_hook: Any = None,
 ) -> RunResult:
     """Run (or resume) a build until it ends or pauses."""
+    from orchestrator.engine import Engine  # noqa: PLC0415
     from orchestrator.hosts.factory import make_host  # noqa: PLC0415 - heavy imports
-
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
     from orchestrator.runlock import runner_lock  # noqa: PLC0415
 
     store.require(build_id)
@@ -158,6 +174,9 @@ async def run(
 
 def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str = "") -> BuildState:
     """Record an operator's decision on a paused build."""
+    from events.model import BuildAborted, OperatorDecision  # noqa: PLC0415
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+
     recorder = BuildRecorder(store, build_id)
     st = recorder.state
     if st.status != PAUSED:
@@ -170,7 +189,28 @@ def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str
     return recorder.state
 
 
+HOST_KEY_FACT = "guest.ssh_host_key_fingerprint"
+
+
+def trust_new_host_key(store: SqliteEventStore, build_id: str) -> str:
+    """Clear the guest's pinned SSH host key (after the operator checked why it
+    changed): the next login pins the new key. Returns the old pin."""
+    from events.model import FactRecorded  # noqa: PLC0415
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+
+    recorder = BuildRecorder(store, build_id)
+    old = recorder.state.facts.get(HOST_KEY_FACT, "")
+    if old:
+        recorder.record(
+            FactRecorded(key=HOST_KEY_FACT, value="", source=f"operator {who()}: --trust-new-host-key")
+        )
+    return old
+
+
 def abort(store: SqliteEventStore, build_id: str, reason: str) -> BuildState:
+    from events.model import BuildAborted, OperatorDecision  # noqa: PLC0415
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+
     recorder = BuildRecorder(store, build_id)
     st = recorder.state
     if st.terminal:

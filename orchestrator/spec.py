@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from orchestrator.secrets import is_reference
+from orchestrator.spec_errors import SpecError, SpecIssue
 from states.stages import STAGE_NAMES
 
 
@@ -265,26 +266,6 @@ class BuildSpec(_Strict):
     @property
     def vm_name(self) -> str:
         return f"GMI {self.os.name} {self.os.version}"
-
-
-class SpecIssue(BaseModel):
-    field: str
-    message: str
-    line: int | None = None
-
-
-class SpecError(Exception):
-    """A spec could not be used. ``issues`` lists every problem found."""
-
-    def __init__(self, path: str, issues: list[SpecIssue], *, hint: str = "") -> None:
-        self.path = path
-        self.issues = issues
-        self.hint = hint or "fix the spec and run `gmi-fsm spec check FILE` again"
-        lines = [f"{path}: the build spec is not valid"]
-        for i in issues:
-            where = f"{path}:{i.line}" if i.line else path
-            lines.append(f"  {where}: {i.field or '(top level)'}: {i.message}")
-        super().__init__("\n".join(lines))
 
 
 def spec_schema() -> dict[str, Any]:

@@ -66,7 +66,8 @@ def render() -> str:
         "|---|---|",
         "| `GMI_FSM_DB` | the event database (same as `--db`) |",
         "| `GMI_FSM_BUSY_TIMEOUT_MS` | how long a writer waits for a locked database (default 5000) |",
-        "| `GMI_FSM_FAULT_KILL_AFTER_SEQ` | tests only: SIGKILL the runner right after the event with this seq |",
+        "| `GMI_FSM_FAULT_KILL_AFTER_SEQ` | tests only: SIGKILL the runner right after the event "
+        "with this seq |",
         "",
         "## Commands",
     ]

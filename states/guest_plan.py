@@ -18,8 +18,21 @@ from states.steps import Command, RetryPolicy, Step
 
 FAMILIES = ("apt", "dnf", "zypper")
 _KEYS = {
-    "stage", "name", "order", "run", "description", "args", "when", "sudo", "idempotent",
-    "check", "facts", "fact", "timeout_s", "retries", "ends_connection",
+    "stage",
+    "name",
+    "order",
+    "run",
+    "description",
+    "args",
+    "when",
+    "sudo",
+    "idempotent",
+    "check",
+    "facts",
+    "fact",
+    "timeout_s",
+    "retries",
+    "ends_connection",
 }
 
 Options = Mapping[str, Any]
@@ -98,7 +111,10 @@ def guest_steps(family: str, stage: str, options: Options, *, default_timeout_s:
                 name=r["name"],
                 target="guest",
                 command=Command(
-                    _strict(r["run"]), args=args, sudo=sudo, ends_connection=bool(r.get("ends_connection", False))
+                    _strict(r["run"]),
+                    args=args,
+                    sudo=sudo,
+                    ends_connection=bool(r.get("ends_connection", False)),
                 ),
                 description=r.get("description", ""),
                 timeout_s=float(r.get("timeout_s", default_timeout_s)),

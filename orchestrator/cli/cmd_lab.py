@@ -17,8 +17,14 @@ def lab() -> None:
 
 
 @lab.command("base-image")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path(".lab"),
-              show_default=True, help="Folder that receives the base disk and the build key.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".lab"),
+    show_default=True,
+    help="Folder that receives the base disk and the build key.",
+)
 @click.option("--user", default="gmi", show_default=True, help="The build user baked into the disk.")
 @click.option("--suite", default="bookworm", show_default=True, help="The Debian suite.")
 @click.option("--size-gib", type=int, default=3, show_default=True, help="Virtual disk size.")
@@ -39,11 +45,15 @@ def base_image(out: Path, user: str, suite: str, size_gib: int, as_json: bool) -
 
     try:
         key_path, public = lab_ssh_key()
-        image = cached_debian_base(user=user, authorized_key=public, suite=suite, size_gib=size_gib,
-                                   progress=progress)
+        image = cached_debian_base(
+            user=user, authorized_key=public, suite=suite, size_gib=size_gib, progress=progress
+        )
     except (QemuToolError, OSError) as exc:
-        fail(f"cannot build the base image: {exc}", ExitCode.INTERNAL,
-             "run scripts/setup.sh (it installs mmdebstrap and friends), and check free disk space")
+        fail(
+            f"cannot build the base image: {exc}",
+            ExitCode.INTERNAL,
+            "run scripts/setup.sh (it installs mmdebstrap and friends), and check free disk space",
+        )
     out.mkdir(parents=True, exist_ok=True)
     disk = out / f"debian-{suite}-base.{image.disk_format}"
     if not disk.exists() or disk.stat().st_size != image.disk.stat().st_size:
@@ -53,9 +63,16 @@ def base_image(out: Path, user: str, suite: str, size_gib: int, as_json: bool) -
     key = out / "lab_ed25519"
     shutil.copyfile(key_path, key)
     key.chmod(0o600)
-    data = {"disk": str(disk.resolve()), "format": image.disk_format, "sha256": image.sha256,
-            "user": user, "ssh_private_key": str(key.resolve()), "kernel": str(image.kernel),
-            "initrd": str(image.initrd), "cached": str(image.disk)}
+    data = {
+        "disk": str(disk.resolve()),
+        "format": image.disk_format,
+        "sha256": image.sha256,
+        "user": user,
+        "ssh_private_key": str(key.resolve()),
+        "kernel": str(image.kernel),
+        "initrd": str(image.initrd),
+        "cached": str(image.disk),
+    }
     if as_json:
         emit_json(data)
     else:

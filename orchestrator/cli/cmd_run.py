@@ -86,11 +86,22 @@ def run(
     help="For a paused build: run the in-doubt step again, count it as done, or abort.",
 )
 @click.option("--note", default="", help="Why (recorded with the decision).")
+@click.option(
+    "--trust-new-host-key",
+    is_flag=True,
+    help="The guest's SSH host key changed and you know why: pin the new one at the next login.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show the commands' output as it arrives.")
 @json_option
 @click.pass_context
 def resume(
-    ctx: click.Context, build_id: str, decision: str | None, note: str, verbose: bool, as_json: bool
+    ctx: click.Context,
+    build_id: str,
+    decision: str | None,
+    note: str,
+    trust_new_host_key: bool,
+    verbose: bool,
+    as_json: bool,
 ) -> None:
     """Continue build ID (same as `run --resume ID`); decide first if it is paused."""
     from orchestrator import builds  # noqa: PLC0415
@@ -117,6 +128,10 @@ def resume(
                 ExitCode.USAGE,
                 f"run `gmi-fsm resume {build_id}` without --decision",
             )
+        if trust_new_host_key:
+            old = builds.trust_new_host_key(store, build_id)
+            if old and not as_json:
+                click.echo(f"cleared the pinned host key {old}; the next login pins the new one", err=True)
         _drive(store, build_id, verbose=verbose, as_json=as_json)
 
 

@@ -28,16 +28,18 @@ def schema() -> None:
 @json_option
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE; print every problem with its field and line."""
+    import dataclasses  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from orchestrator.exit_codes import ExitCode  # noqa: PLC0415
-    from orchestrator.spec import SpecError, load_spec  # noqa: PLC0415
+    from orchestrator.spec import load_spec  # noqa: PLC0415
+    from orchestrator.spec_errors import SpecError  # noqa: PLC0415
 
     if as_json:
         try:
             spec_, _ = load_spec(file)
         except SpecError as exc:
-            emit_json({"file": str(file), "ok": False, "issues": [i.model_dump() for i in exc.issues]})
+            emit_json({"file": str(file), "ok": False, "issues": [dataclasses.asdict(i) for i in exc.issues]})
             sys.exit(int(ExitCode.SPEC_INVALID))
         emit_json({"file": str(file), "ok": True, "name": spec_.name, "gmi": spec_.gmi_name})
         return

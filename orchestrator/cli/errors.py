@@ -14,7 +14,7 @@ def user_errors() -> Iterator[None]:
     # Imports here, not at module level: each command pays only for what it uses.
     from events.errors import ConcurrencyError, CorruptStreamError, StoreError, UnknownBuildError  # noqa: PLC0415
     from orchestrator.secrets import SecretError  # noqa: PLC0415
-    from orchestrator.spec import SpecError  # noqa: PLC0415
+    from orchestrator.spec_errors import SpecError  # noqa: PLC0415
 
     try:
         yield

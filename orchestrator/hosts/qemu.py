@@ -30,19 +30,47 @@ if TYPE_CHECKING:
 HOST_KEY_FACT = "guest.ssh_host_key_fingerprint"
 
 
-def _op(stage: str, name: str, description: str, params: Mapping[str, object] | None = None,
-        *, timeout_s: float = 600.0) -> Step:
+def _op(
+    stage: str,
+    name: str,
+    description: str,
+    params: Mapping[str, object] | None = None,
+    *,
+    timeout_s: float = 600.0,
+) -> Step:
     return Step(
-        stage=stage, name=name, target="host", description=description, timeout_s=timeout_s,
-        command=Command(name, kind="operation", params=dict(params or {})), idempotent=True,
+        stage=stage,
+        name=name,
+        target="host",
+        description=description,
+        timeout_s=timeout_s,
+        command=Command(name, kind="operation", params=dict(params or {})),
+        idempotent=True,
+    )
+
+
+def _local_op(stage: str, name: str, description: str) -> Step:
+    return Step(
+        stage=stage,
+        name=name,
+        target="local",
+        description=description,
+        timeout_s=7200,
+        command=Command(name, kind="operation"),
+        idempotent=True,
     )
 
 
 class QemuHost:
     kind = "qemu"
 
-    def __init__(self, spec: BuildSpec, base_dir: Path, recorder: BuildRecorder,
-                 local_operations: Mapping[str, Operation] | None = None) -> None:
+    def __init__(
+        self,
+        spec: BuildSpec,
+        base_dir: Path,
+        recorder: BuildRecorder,
+        local_operations: Mapping[str, Operation] | None = None,
+    ) -> None:
         if not isinstance(spec.host, QemuHostSpec) or spec.source is None or spec.guest is None:
             raise ValueError("QemuHost needs a qemu host spec with source and guest sections")
         if spec.source.base_image is None:
@@ -55,8 +83,11 @@ class QemuHost:
         self.output_dir = _path(spec.output.dir, base_dir)
         self.work_dir = self.output_dir / ".work" / self.build_id
         self.base_image = _path(spec.source.base_image, base_dir)
-        self.key_path = _path(spec.guest.ssh_private_key.removeprefix("file:"), base_dir) \
-            if spec.guest.ssh_private_key else None
+        self.key_path = (
+            _path(spec.guest.ssh_private_key.removeprefix("file:"), base_dir)
+            if spec.guest.ssh_private_key
+            else None
+        )
         self.vm: QemuVm | None = None
         self.ssh: SshTarget | None = None
         ops: dict[str, Operation] = {
@@ -67,8 +98,13 @@ class QemuHost:
             "vm.wait-off": self._wait_off,
             "disk.compact": self._compact,
             "export.disk-only": self._export,
+            "validate.boot": self._validate_boot,
         }
         self._host = LocalTarget(name="host", cwd=str(base_dir), operations=ops)
+        if local_operations is None:
+            from orchestrator.gmi.operations import make_operations  # noqa: PLC0415
+
+            local_operations = make_operations(recorder.store, self.build_id, spec, base_dir=base_dir)
         self._local = LocalTarget(name="local", cwd=str(base_dir), operations=local_operations)
 
     # -- the Host protocol -----------------------------------------------------------
@@ -86,14 +122,36 @@ class QemuHost:
                 _op(stage, "seed.write-build", "write the build VM's NoCloud seed"),
             ]
         if stage == "seal":
-            return [*guest, _op(stage, "vm.wait-off", "wait for the guest to power off",
-                                timeout_s=self.host_spec.shutdown_timeout_s + 60)]
+            return [
+                *guest,
+                _op(
+                    stage,
+                    "vm.wait-off",
+                    "wait for the guest to power off",
+                    timeout_s=self.host_spec.shutdown_timeout_s + 60,
+                ),
+            ]
         if stage == "compact":
-            return [_op(stage, "disk.compact", f"compact into a dynamic VHDX ({vhdx_name})",
-                        timeout_s=3600)]
+            return [_op(stage, "disk.compact", f"compact into a dynamic VHDX ({vhdx_name})", timeout_s=3600)]
         if stage == "export":
-            return [_op(stage, "export.disk-only", "lay out the export folder (disk-only variant)",
-                        timeout_s=3600)]
+            return [
+                _op(
+                    stage, "export.disk-only", "lay out the export folder (disk-only variant)", timeout_s=3600
+                )
+            ]
+        if stage == "document":
+            return [_local_op(stage, "gmi.document", "write the manifest, sidecar and readme")]
+        if stage == "package":
+            return [_local_op(stage, "gmi.package", "zip, SHA256SUMS, event log, provenance")]
+        if stage == "validate":
+            return [
+                _op(
+                    stage,
+                    "validate.boot",
+                    "boot a throwaway copy with a fresh seed and check it",
+                    timeout_s=self.host_spec.boot_timeout_s + 1200,
+                )
+            ]
         return guest
 
     def target(self, name: TargetName) -> Target:
@@ -108,8 +166,12 @@ class QemuHost:
     def session_step(self, step: Step) -> Step | None:
         if step.target != "guest":
             return None
-        return _op(step.stage, "vm.ensure-running", "boot the build VM and log in over SSH",
-                   timeout_s=self.host_spec.boot_timeout_s + 120)
+        return _op(
+            step.stage,
+            "vm.ensure-running",
+            "boot the build VM and log in over SSH",
+            timeout_s=self.host_spec.boot_timeout_s + 120,
+        )
 
     async def close(self) -> None:
         if self.ssh is not None:
@@ -134,17 +196,22 @@ class QemuHost:
         from orchestrator.qemu.disk import detect_format  # noqa: PLC0415
 
         if not self.base_image.is_file():
-            raise TargetError(f"base image {self.base_image} does not exist",
-                              hint="fix source.base_image in the spec (`gmi-fsm run --resume ID "
-                              "--update-spec SPEC`), or build one: scripts/make-base-image.sh")
+            raise TargetError(
+                f"base image {self.base_image} does not exist",
+                hint="fix source.base_image in the spec (`gmi-fsm run --resume ID "
+                "--update-spec SPEC`), or build one: scripts/make-base-image.sh",
+            )
         fmt = detect_format(self.base_image)
         sha, size = await asyncio.to_thread(digest_file, self.base_image)
         expected = self.spec.source.sha256 if self.spec.source else None
         if expected and expected != sha:
-            raise TargetError(f"base image {self.base_image} has sha256 {sha}, the spec expects {expected}",
-                              hint="the file changed or is the wrong one")
+            raise TargetError(
+                f"base image {self.base_image} has sha256 {sha}, the spec expects {expected}",
+                hint="the file changed or is the wrong one",
+            )
         return CommandResult(
-            0, facts={"source.path": str(self.base_image), "source.sha256": sha, "source.format": fmt},
+            0,
+            facts={"source.path": str(self.base_image), "source.sha256": sha, "source.format": fmt},
             artifacts=(Artifact("base_image", str(self.base_image), sha, size, "source"),),
         )
 
@@ -153,8 +220,9 @@ class QemuHost:
         from orchestrator.qemu.vm import kill_stale_vm  # noqa: PLC0415
 
         kill_stale_vm(self.work_dir / "vm")
-        await asyncio.to_thread(create_work_copy, self.base_image, self.work_disk,
-                                size_gib=self.host_spec.disk_gib)
+        await asyncio.to_thread(
+            create_work_copy, self.base_image, self.work_disk, size_gib=self.host_spec.disk_gib
+        )
         return CommandResult(0, facts={"work.disk": str(self.work_disk)})
 
     async def _write_build_seed(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
@@ -163,7 +231,9 @@ class QemuHost:
         assert self.spec.guest is not None
         public = await asyncio.to_thread(self._public_key)
         user_data = _cloud_config(self.spec.guest.user, public, hostname="gmi-build")
-        write_seed_iso(self.seed_iso, SeedFiles(user_data, meta_data(f"gmi-build-{self.build_id}", "gmi-build")))
+        write_seed_iso(
+            self.seed_iso, SeedFiles(user_data, meta_data(f"gmi-build-{self.build_id}", "gmi-build"))
+        )
         return CommandResult(0)
 
     def _public_key(self) -> str:
@@ -175,13 +245,16 @@ class QemuHost:
 
         passphrase = None
         if self.spec.guest and self.spec.guest.ssh_key_passphrase:
-            passphrase = resolve(self.spec.guest.ssh_key_passphrase, where="guest.ssh_key_passphrase",
-                                 base_dir=self.base_dir).reveal()
+            passphrase = resolve(
+                self.spec.guest.ssh_key_passphrase, where="guest.ssh_key_passphrase", base_dir=self.base_dir
+            ).reveal()
         try:
             key = asyncssh.read_private_key(str(self.key_path), passphrase)
         except (OSError, asyncssh.KeyImportError) as exc:
-            raise TargetError(f"cannot read the build key {self.key_path}: {exc}",
-                              hint="guest.ssh_private_key must name an OpenSSH private key file") from None
+            raise TargetError(
+                f"cannot read the build key {self.key_path}: {exc}",
+                hint="guest.ssh_private_key must name an OpenSSH private key file",
+            ) from None
         return str(key.export_public_key("openssh").decode().strip())
 
     async def _ensure_running(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
@@ -190,26 +263,32 @@ class QemuHost:
         if self.vm is not None and self.vm.is_running and self.ssh is not None and self.ssh.connected:
             return CommandResult(0)
         if self.vm is None or not self.vm.is_running:
-            self.vm = QemuVm(VmConfig(
-                name=f"gmi-build-{self.build_id}",
-                state_dir=self.work_dir / "vm",
-                disks=[DiskSpec(self.work_disk, "qcow2")],
-                seed_iso=self.seed_iso,
-                boot=self._boot(),
-                memory_mib=self.host_spec.memory_mib,
-                cpus=self.host_spec.cpus,
-                accel=self._accel(),
-            ))
+            self.vm = QemuVm(
+                VmConfig(
+                    name=f"gmi-build-{self.build_id}",
+                    state_dir=self.work_dir / "vm",
+                    disks=[DiskSpec(self.work_disk, "qcow2")],
+                    seed_iso=self.seed_iso,
+                    boot=self._boot(),
+                    memory_mib=self.host_spec.memory_mib,
+                    cpus=self.host_spec.cpus,
+                    accel=self._accel(),
+                )
+            )
             await self.vm.start(replace_running=True)
-            sink("stdout", f"started qemu pid {self.vm.pid} ({self.vm.accel.reason}); ssh on "
-                           f"127.0.0.1:{self.vm.ssh_port}\n".encode())
+            sink(
+                "stdout",
+                f"started qemu pid {self.vm.pid} ({self.vm.accel.reason}); ssh on "
+                f"127.0.0.1:{self.vm.ssh_port}\n".encode(),
+            )
         self.ssh = self._ssh_target(self.vm.ssh_port)
         try:
             await self.ssh.wait_until_reachable(self.host_spec.boot_timeout_s)
         except TargetError as exc:
             tail = _tail(self.vm.console_log)
-            raise TargetError(f"{exc}; last console lines:\n{tail}", hint=exc.hint,
-                              retryable=exc.retryable) from None
+            raise TargetError(
+                f"{exc}; last console lines:\n{tail}", hint=exc.hint, retryable=exc.retryable
+            ) from None
         facts = {"vm.accel": self.vm.accel.reason}
         return CommandResult(0, facts=facts)
 
@@ -221,8 +300,9 @@ class QemuHost:
             return "uefi"
         if not src.kernel or not src.initrd:
             raise TargetError("firmware: direct-kernel needs source.kernel and source.initrd")
-        return DirectKernelBoot(_path(src.kernel, self.base_dir), _path(src.initrd, self.base_dir),
-                                src.kernel_cmdline)
+        return DirectKernelBoot(
+            _path(src.kernel, self.base_dir), _path(src.initrd, self.base_dir), src.kernel_cmdline
+        )
 
     def _accel(self) -> Any:
         from orchestrator.qemu.accel import KVM_ARGS, TCG_ARGS, AccelChoice  # noqa: PLC0415
@@ -244,17 +324,23 @@ class QemuHost:
             return resolve(ref, where=where, base_dir=self.base_dir).reveal() if ref else None
 
         def on_new_key(fingerprint: str, algorithm: str) -> None:
-            self.recorder.record(FactRecorded(key=HOST_KEY_FACT, value=fingerprint, source="vm.ensure-running"))
-            self.recorder.record(FactRecorded(key=HOST_KEY_FACT + ".algorithm", value=algorithm,
-                                              source="vm.ensure-running"))
+            self.recorder.record(
+                FactRecorded(key=HOST_KEY_FACT, value=fingerprint, source="vm.ensure-running")
+            )
+            self.recorder.record(
+                FactRecorded(key=HOST_KEY_FACT + ".algorithm", value=algorithm, source="vm.ensure-running")
+            )
 
         facts = self.recorder.state.facts
         return SshTarget(
-            "127.0.0.1", port=port, user=guest.user, key_path=self.key_path,
+            "127.0.0.1",
+            port=port,
+            user=guest.user,
+            key_path=self.key_path,
             key_passphrase=secret(guest.ssh_key_passphrase, "guest.ssh_key_passphrase"),
             password=secret(guest.password, "guest.password"),
-            pinned_fingerprint=facts.get(HOST_KEY_FACT),
-            pinned_algorithm=facts.get(HOST_KEY_FACT + ".algorithm"),
+            pinned_fingerprint=facts.get(HOST_KEY_FACT) or None,
+            pinned_algorithm=facts.get(HOST_KEY_FACT + ".algorithm") or None,
             on_new_host_key=on_new_key,
         )
 
@@ -290,9 +376,13 @@ class QemuHost:
         sha, size = await asyncio.to_thread(digest_file, self.compact_vhdx)
         virtual = (await asyncio.to_thread(info, self.compact_vhdx, "vhdx")).get("virtual-size", 0)
         return CommandResult(
-            0, facts={"vhdx.size": str(size), "vhdx.virtual_size": str(virtual)},
+            0,
+            facts={"vhdx.size": str(size), "vhdx.virtual_size": str(virtual)},
             artifacts=(Artifact("vhdx_compacted", str(self.compact_vhdx), sha, size, "disk"),),
         )
+
+    async def _validate_boot(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        return await _validate_copy(self, sink)
 
     @property
     def export_dir(self) -> Path:
@@ -310,13 +400,150 @@ class QemuHost:
             await asyncio.to_thread(shutil.copyfile, self.compact_vhdx, tmp)
             tmp.replace(dest)
         elif not dest.exists():
-            raise TargetError(f"no compacted disk at {self.compact_vhdx}",
-                              hint="the compact stage did not leave its VHDX; abort and rebuild")
+            raise TargetError(
+                f"no compacted disk at {self.compact_vhdx}",
+                hint="the compact stage did not leave its VHDX; abort and rebuild",
+            )
         sha, size = await asyncio.to_thread(digest_file, dest)
-        return CommandResult(0, artifacts=(
-            Artifact("vhdx", str(dest), sha, size, "disk"),
-            Artifact("export_dir", str(self.export_dir), "", 0, "directory"),
-        ))
+        return CommandResult(
+            0,
+            artifacts=(
+                Artifact("vhdx", str(dest), sha, size, "disk"),
+                # Not `export_dir`: that name means a Hyper-V Export-VM folder to packaging.
+            Artifact("disk_only_dir", str(self.export_dir), "", 0, "directory"),
+            ),
+        )
+
+
+VALIDATE_USER = "gmicheck"
+
+
+async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
+    """Boot a throwaway overlay of the exported VHDX with a fresh seed (new hostname,
+    user and key) and run the checklist's checks in it."""
+    import secrets as random  # noqa: PLC0415
+
+    from orchestrator.gmi.checks import Expectations, Output, evaluate, probes  # noqa: PLC0415
+    from orchestrator.qemu._run import run_tool  # noqa: PLC0415
+    from orchestrator.qemu.disk import create_work_copy  # noqa: PLC0415
+    from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso  # noqa: PLC0415
+    from orchestrator.qemu.vm import DiskSpec, QemuVm, VmConfig  # noqa: PLC0415
+    from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
+
+    vhdx = host.export_dir / "Virtual Hard Disks" / f"{host.spec.vm_name}.vhdx"
+    if not vhdx.exists():
+        raise TargetError(f"no exported disk at {vhdx}", hint="the export stage did not leave its VHDX")
+    work = host.work_dir / "validate"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    key = work / "id_ed25519"
+    await asyncio.to_thread(
+        run_tool,
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gmi-validate", "-f", str(key)],
+        what="creating the validation key",
+        where=key,
+    )
+    hostname = f"gmi-check-{random.token_hex(3)}"
+    seed = work / "seed.iso"
+    user_data = _cloud_config(VALIDATE_USER, key.with_suffix(".pub").read_text().strip(), hostname=hostname)
+    write_seed_iso(seed, SeedFiles(user_data, meta_data(f"gmi-validate-{random.token_hex(6)}", hostname)))
+    overlay = work / "overlay.qcow2"
+    await asyncio.to_thread(create_work_copy, vhdx, overlay, base_format="vhdx", linked=True)
+    vm = QemuVm(
+        VmConfig(
+            name=f"gmi-validate-{host.build_id}",
+            state_dir=work / "vm",
+            disks=[DiskSpec(overlay, "qcow2")],
+            seed_iso=seed,
+            boot=host._boot(),
+            memory_mib=host.host_spec.memory_mib,
+            cpus=host.host_spec.cpus,
+            accel=host._accel(),
+        )
+    )
+    seen_keys: list[str] = []
+    ssh = SshTarget(
+        "127.0.0.1",
+        port=0,
+        user=VALIDATE_USER,
+        key_path=key,
+        on_new_host_key=lambda fp, _alg: seen_keys.append(fp),
+    )
+    facts = host.recorder.state.facts
+    expect = Expectations(
+        hostname=hostname,
+        user=VALIDATE_USER,
+        daemons=tuple(
+            d.removesuffix(".service")
+            for d in facts.get("hyperv.daemons", "").split(",")
+            if d.endswith("daemon.service")
+        ),
+        build_machine_id=facts.get("guest.machine_id", ""),
+        build_host_key_fingerprint=facts.get(HOST_KEY_FACT, ""),
+        hyperv=False,
+    )
+    outputs: dict[str, Output] = {}
+    try:
+        await vm.start()
+        sink("stdout", f"booted the throwaway copy (qemu pid {vm.pid}), hostname {hostname}\n".encode())
+        ssh = SshTarget(
+            "127.0.0.1",
+            port=vm.ssh_port,
+            user=VALIDATE_USER,
+            key_path=key,
+            on_new_host_key=lambda fp, _alg: seen_keys.append(fp),
+        )
+        try:
+            await ssh.wait_until_reachable(host.host_spec.boot_timeout_s)
+        except TargetError as exc:
+            raise TargetError(
+                f"the GMI copy did not accept the fresh seed's login: {exc}; console:\n"
+                f"{_tail(vm.console_log)}",
+                hint="cloud-init or sshd did not come up",
+            ) from None
+        for probe in probes(expect):
+            buf = _Collect()
+            res = await ssh.run(Command(probe.command, sudo=probe.sudo), timeout_s=probe.timeout_s, sink=buf)
+            outputs[probe.name] = Output(buf.text("stdout"), res.exit_code, buf.text("stderr"))
+    finally:
+        await ssh.close()
+        await vm.close()
+    checks = evaluate(outputs, expect)
+    checks.insert(0, _login_check(seen_keys))
+    found = {f"validate.{c.name}": f"{c.status}: {c.evidence}" for c in checks}
+    for c in checks:
+        sink("stdout", f"{c.status:4} {c.name}: {c.evidence}\n".encode())
+    shutil.rmtree(work, ignore_errors=True)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        return CommandResult(1, error="; ".join(f"{c.name}: {c.evidence}" for c in bad), facts=found)
+    return CommandResult(0, facts=found)
+
+
+def _login_check(seen_keys: list[str]) -> Any:
+    from orchestrator.gmi.report import check  # noqa: PLC0415
+
+    return check(
+        "boot.login",
+        bool(seen_keys),
+        f"logged in with the fresh seed's key (host key {seen_keys[0]})" if seen_keys else "",
+        "could not log in with the fresh seed's key",
+    )
+
+
+class _Collect:
+    """A small sink for probe outputs (they are short)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        buf = self.data[stream]
+        if len(buf) < 1 << 20:
+            buf += data
+
+    def text(self, stream: str) -> str:
+        return self.data[stream].decode("utf-8", "replace")
 
 
 def _path(value: str, base_dir: Path) -> Path:
@@ -329,10 +556,15 @@ def _cloud_config(user: str, public_key: str, *, hostname: str) -> str:
 
     data = {
         "hostname": hostname,
-        "users": [{
-            "name": user, "sudo": "ALL=(ALL) NOPASSWD:ALL", "shell": "/bin/bash",
-            "lock_passwd": True, "ssh_authorized_keys": [public_key],
-        }],
+        "users": [
+            {
+                "name": user,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [public_key],
+            }
+        ],
         "ssh_pwauth": False,
     }
     return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)

@@ -87,7 +87,14 @@ class HostPlanner:
         )
 
     def op(
-        self, stage: str, name: str, params: dict[str, object], description: str, timeout_s: float
+        self,
+        stage: str,
+        name: str,
+        params: dict[str, object],
+        description: str,
+        timeout_s: float,
+        *,
+        retry: RetryPolicy = _RETRY,
     ) -> Step:
         return Step(
             stage=stage,
@@ -96,7 +103,7 @@ class HostPlanner:
             command=Command(name, kind="operation", params=params),
             description=description,
             timeout_s=timeout_s,
-            retry=_RETRY,
+            retry=retry,
             idempotent=True,
         )
 
@@ -204,9 +211,11 @@ class HostPlanner:
                 self.op(
                     s,
                     "install.operator",
-                    {"TimeoutSeconds": 20},
+                    {"TimeoutSeconds": int(min(20, h.boot_timeout_s))},
                     "wait for an operator to install the OS from the VM console",
                     timeout_s=120,
+                    # Failing here is the expected "operator, your turn": once is enough.
+                    retry=RetryPolicy(),
                 ),
             ]
         return [

@@ -98,7 +98,7 @@ class HostKeyPin:
             "refusing to connect",
             hint=(
                 "If the VM was rebuilt or re-sealed, its host key legitimately changed: "
-                "start a new build, or clear the pinned key by an operator decision. "
+                "start a new build, or clear the pin with `gmi-fsm resume ID --trust-new-host-key`. "
                 "Otherwise something else answers at this address: do not trust it."
             ),
             retryable=False,

@@ -81,7 +81,7 @@ CASES = [
         "unclosed-flow-mapping",
         ["spec", "check", "{spec}"],
         ExitCode.SPEC_INVALID,
-        ["spec.yaml:5: (top level): not valid YAML: expected ',' or '}'"],
+        ["spec.yaml:5: (top level): not valid YAML: expected ',' or '}}'"],  # '}}' is format-escaped
         spec=LOCAL + "hooks:\n  - {name: a, stage: provision\n",
     ),
     Case(
@@ -167,7 +167,9 @@ CASES = [
         ExitCode.SPEC_INVALID,
         ["hook names must be unique per stage: provision/a"],
         spec=LOCAL
-        + "hooks:\n  - {name: a, stage: provision, run: 'true'}\n  - {name: a, stage: provision, run: 'true'}\n",
+        + "hooks:\n"
+        + "  - {name: a, stage: provision, run: 'true'}\n"
+        + "  - {name: a, stage: provision, run: 'true'}\n",
     ),
     Case(
         "guest-hook-on-local-host",
@@ -181,7 +183,8 @@ CASES = [
         ["run", "{spec}"],
         ExitCode.SPEC_INVALID,
         [
-            "spec.yaml:4: guest.password: a plain-text secret is not allowed in a spec; write env:NAME or file:PATH"
+            "spec.yaml:4: guest.password: a plain-text secret is not allowed in a spec; "
+            "write env:NAME or file:PATH"
         ],
         spec=LOCAL + "guest: {password: hunter2-plain}\n",
     ),

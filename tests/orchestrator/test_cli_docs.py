@@ -36,7 +36,8 @@ def _commands(group: click.Group, prefix: str = "gmi-fsm") -> list[str]:
 
 def _generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location("gen_cli_docs", SCRIPT)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -16,6 +16,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 import structlog
 from support.cli import build_ids, run_cli, write_spec
 
@@ -124,7 +125,7 @@ def test_resume_without_the_secret_says_which_reference(tmp_path: Path) -> None:
     assert "hint: export GMI_TEST_PW=..." in proc.stderr
 
 
-def test_secret_objects_and_errors_do_not_show_the_value(tmp_path: Path, monkeypatch: object) -> None:
+def test_secret_objects_and_errors_do_not_show_the_value(tmp_path: Path) -> None:
     import os  # noqa: PLC0415
 
     os.environ["GMI_TEST_PW_INPROC"] = SECRET
@@ -138,11 +139,10 @@ def test_secret_objects_and_errors_do_not_show_the_value(tmp_path: Path, monkeyp
     assert SECRET not in str(secret)
     assert SECRET not in f"{secret}"
     assert REDACTOR.text(f"x{SECRET}y") == "x***y"
-    try:
+    with pytest.raises(SecretError) as info:
         resolve("env:GMI_TEST_PW_INPROC", where="guest.password")
-    except SecretError as exc:
-        assert "GMI_TEST_PW_INPROC" in str(exc)
-        assert SECRET not in str(exc)
+    assert "GMI_TEST_PW_INPROC" in str(info.value)
+    assert SECRET not in str(info.value)
     (tmp_path / "pw").write_text(SECRET + "\n")
     from_file = resolve("file:pw", where="guest.password", base_dir=tmp_path)
     assert from_file.reveal() == SECRET

@@ -65,7 +65,8 @@ def test_zypper_renders_zypper_commands_and_source_build() -> None:
     hv = {s.name: s for s in guest_steps("zypper", "hyperv_integration", {**OPTIONS, "prepare.hyperv_daemons": "source"})}
     assert "install-daemons" not in hv
     build = hv["build-daemons"]
-    assert "tools/hv" in build.command.text and "kernel-source" in build.command.text
+    assert "tools/hv" in build.command.text
+    assert "kernel-source" in build.command.text
     assert build.facts == "key_value"
     assert "hyperv.daemons.source=source:" in build.command.text
 

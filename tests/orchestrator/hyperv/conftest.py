@@ -27,7 +27,9 @@ class SimBuild:
     def sim(self) -> HyperVSimulator:
         return HyperVSimulator(self.state, kvp_delay_s=0.05, install_delay_s=0.05)
 
-    def cli(self, *args: str, kill_after_seq: int | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, kill_after_seq: int | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GMI_FSM_")}
         if kill_after_seq is not None:
             env["GMI_FSM_FAULT_KILL_AFTER_SEQ"] = str(kill_after_seq)
@@ -43,8 +45,8 @@ class SimBuild:
 
     def run_json(self, *args: str, **kw: Any) -> tuple[int, dict[str, Any], str]:
         proc = self.cli(*args, "--json", **kw)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc.stderr
+        text = proc.stdout.strip()
+        return proc.returncode, (json.loads(text) if text.startswith("{") else {}), proc.stderr
 
 
 def write_build(root: Path, **host: Any) -> SimBuild:

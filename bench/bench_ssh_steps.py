@@ -1,0 +1,224 @@
+"""Per-step cost of a guest command: gmi-fsm's engine vs raw asyncssh vs one `ssh` per command.
+
+Same run, same real OpenSSH sshd on 127.0.0.1 (tests/support/sshd.py), same key, N
+short commands (`echo x`) three ways, alternated over several rounds so machine load
+hits every side:
+
+  (a) gmi-fsm: the real engine path. A BuildRecorder on a temp SqliteEventStore and an
+      Engine whose host plans N guest steps on an SshTarget. Each step is a committed
+      StepStarted, the command (wrapped as gmi-fsm sends it: `env GMI_COMMAND_ID=...
+      sh -c 'set -e; echo x' gmi`), its output captured (spool, hash, blob write) and
+      a committed StepFinished. The SSH login is done before timing (the engine's
+      session step), as (b) connects before timing.
+  (b) raw asyncssh: one connection, N `conn.run("echo x")`.
+  (c) the `ssh` binary once per command (N processes, a handshake each).
+
+The engine run also records the 12 stage transitions (StageEntered/StageCompleted)
+and BuildSucceeded: "steps" time is first StepStarted -> last StepFinished (what the
+per-step goal is about), "run" time is the whole Engine.run().
+
+Goals: (a)/(b) <= 1.5 and (c)/(a) >= 10. Usage: python bench/bench_ssh_steps.py [N] [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import asyncssh  # noqa: E402
+
+from events.store import SqliteEventStore  # noqa: E402
+from orchestrator import builds  # noqa: E402
+from orchestrator.engine import Engine, Outcome  # noqa: E402
+from orchestrator.recorder import BuildRecorder  # noqa: E402
+from orchestrator.targets.base import Target, TargetError  # noqa: E402
+from orchestrator.targets.ssh import SshTarget  # noqa: E402
+from states.steps import Command, Step, TargetName  # noqa: E402
+from tests.support.sshd import SshdServer, sshd_unavailable_reason, start_sshd  # noqa: E402
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+COMMAND = "echo x"
+STAGE = "update"
+
+
+class StepsHost:
+    """A Host (orchestrator/hosts/base.py) whose only work is N guest steps in one stage."""
+
+    kind = "bench"
+
+    def __init__(self, ssh: SshTarget, n: int) -> None:
+        self._ssh = ssh
+        self._steps = [
+            Step(stage=STAGE, name=f"cmd-{i:04d}", target="guest", command=Command(COMMAND), idempotent=True)
+            for i in range(n)
+        ]
+
+    def plan(self, stage: str) -> list[Step]:
+        return self._steps if stage == STAGE else []
+
+    def target(self, name: TargetName) -> Target:
+        if name != "guest":
+            raise TargetError(f"no {name} target here")
+        return self._ssh
+
+    def session_step(self, step: Step) -> Step | None:
+        return None
+
+    async def close(self) -> None:
+        await self._ssh.close()
+
+
+def _ssh_target(server: SshdServer) -> SshTarget:
+    return SshTarget(
+        server.host,
+        port=server.port,
+        user=server.user,
+        key_path=server.client_key,
+        pinned_fingerprint=server.host_key_fingerprint,
+        on_new_host_key=lambda fp, alg: None,
+    )
+
+
+async def run_gmi(server: SshdServer, work: Path) -> tuple[float, float]:
+    """(steps seconds, whole run seconds) for N steps through the engine."""
+    spec = work / "spec.yaml"
+    spec.write_text("name: bench\nos: {name: Debian, version: '12', family: apt}\nhost: {kind: local}\n")
+    db = work / f"events-{time.monotonic_ns()}.db"
+    store = SqliteEventStore(db)
+    try:
+        build_id = builds.request(store, builds.prepare(spec))
+        recorder = BuildRecorder(store, build_id)
+        marks: list[float] = []
+
+        def listen(ev: object) -> None:
+            # Listeners run after each commit. The window opens when the steps' stage
+            # has been entered and closes when the last StepFinished is committed: it
+            # holds exactly N x (StepStarted commit + command + blob + StepFinished commit).
+            kind = getattr(ev, "type", "")
+            if kind == "StepFinished" or (kind == "StageEntered" and ev.payload.get("stage") == STAGE):  # type: ignore[attr-defined]
+                marks.append(time.perf_counter())
+
+        recorder.listeners.append(listen)
+        ssh = _ssh_target(server)
+        await ssh.wait_until_reachable(30)  # the session step's login, outside the timing
+        host = StepsHost(ssh, N)
+        engine = Engine(recorder, host)
+        t0 = time.perf_counter()
+        result = await engine.run()
+        whole = time.perf_counter() - t0
+        await host.close()
+        if result.outcome is not Outcome.SUCCEEDED:
+            raise RuntimeError(f"engine run ended {result.outcome}: {result.message}")
+        steps = recorder.state.steps
+        if len(steps) != N or any(s.status != "done" for s in steps.values()):
+            raise RuntimeError("not every step succeeded")
+        return marks[-1] - marks[0], whole
+    finally:
+        store.close()
+
+
+async def run_raw(server: SshdServer) -> float:
+    async with asyncssh.connect(
+        server.host,
+        port=server.port,
+        username=server.user,
+        client_keys=[str(server.client_key)],
+        known_hosts=None,
+    ) as conn:
+        t0 = time.perf_counter()
+        for _ in range(N):
+            r = await conn.run(COMMAND, check=True)
+            assert r.stdout == "x\n"
+        return time.perf_counter() - t0
+
+
+def run_ssh_binary(server: SshdServer) -> float:
+    argv = [
+        "ssh", "-i", str(server.client_key), "-p", str(server.port),
+        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR", f"{server.user}@{server.host}", COMMAND,
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    for _ in range(N):
+        out = subprocess.run(argv, check=True, capture_output=True).stdout
+        assert out == b"x\n", out
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    why = sshd_unavailable_reason()
+    if why:
+        sys.exit(f"cannot run: {why}")
+    load0 = os.getloadavg()
+    results: dict[str, list[float]] = {"gmi_steps": [], "gmi_run": [], "raw": [], "ssh": []}
+    with tempfile.TemporaryDirectory(prefix="bench-ssh-") as d:
+        work = Path(d)
+        server = start_sshd(work / "sshd")
+        try:
+            asyncio.run(run_raw(server))  # warm-up: page cache, sshd, key parsing
+            for r in range(ROUNDS):
+                # Alternate the order so a load spike does not always hit the same side.
+                order = ["raw", "gmi", "ssh"] if r % 2 == 0 else ["ssh", "gmi", "raw"]
+                for side in order:
+                    if side == "raw":
+                        results["raw"].append(asyncio.run(run_raw(server)))
+                    elif side == "gmi":
+                        steps_s, run_s = asyncio.run(run_gmi(server, work))
+                        results["gmi_steps"].append(steps_s)
+                        results["gmi_run"].append(run_s)
+                    else:
+                        results["ssh"].append(run_ssh_binary(server))
+                a, b, c = results["gmi_steps"][-1], results["raw"][-1], results["ssh"][-1]
+                print(
+                    f"round {r + 1}: gmi-fsm {a * 1000 / N:.2f} ms/step (whole run "
+                    f"{results['gmi_run'][-1]:.2f} s), raw asyncssh {b * 1000 / N:.2f} ms/cmd, "
+                    f"ssh binary {c * 1000 / N:.1f} ms/cmd; a/b {a / b:.2f}, c/a {c / a:.1f}"
+                )
+        finally:
+            server.stop()
+    load1 = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in results.items()}
+    ab = med["gmi_steps"] / med["raw"]
+    ab_run = med["gmi_run"] / med["raw"]
+    ca = med["ssh"] / med["gmi_steps"]
+    per = {k: round(v * 1000 / N, 3) for k, v in med.items()}
+    print(
+        f"median over {ROUNDS} rounds of {N} commands: gmi-fsm {per['gmi_steps']} ms/step "
+        f"({per['gmi_run']} ms/step counting the whole engine run), raw asyncssh {per['raw']} ms, "
+        f"ssh binary {per['ssh']} ms"
+    )
+    print(
+        f"(a)/(b) = {ab:.2f} (goal <= 1.5; whole run {ab_run:.2f});  (c)/(a) = {ca:.1f} (goal >= 10);  "
+        f"load avg {load0[0]:.2f} -> {load1[0]:.2f}, {os.cpu_count()} CPUs"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "ssh_steps",
+                "commands": N,
+                "rounds": ROUNDS,
+                "ms_per_command": per,
+                "gmi_over_raw": round(ab, 3),
+                "gmi_over_raw_whole_run": round(ab_run, 3),
+                "ssh_binary_over_gmi": round(ca, 2),
+                "goal": {"gmi_over_raw": "<= 1.5", "ssh_binary_over_gmi": ">= 10"},
+                "pass": ab <= 1.5 and ca >= 10,
+                "loadavg_1m": [round(load0[0], 2), round(load1[0], 2)],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+param(
+    [string]$VmName,
+    [string]$ExportPath
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# What vmgenie's Import-VM will do, as a dry run: Compare-VM reports what would not
+# import. -GenerateNewId because the build VM with the same id still exists here.
+$vmcx = @(Get-ChildItem -LiteralPath (Join-Path (Join-Path $ExportPath $VmName) 'Virtual Machines') -Filter '*.vmcx')
+if ($vmcx.Count -ne 1) { throw "the export must hold exactly one .vmcx, found $($vmcx.Count)" }
+$avhdx = @(Get-ChildItem -LiteralPath (Join-Path $ExportPath $VmName) -Recurse -Filter '*.avhdx')
+if ($avhdx.Count -gt 0) { throw "the export holds differencing disks: $(($avhdx | ForEach-Object Name) -join ', ')" }
+$report = Compare-VM -Path $vmcx[0].FullName -Copy -GenerateNewId
+$problems = @($report.Incompatibilities | ForEach-Object { "$($_.MessageId): $($_.Message)" })
+if ($problems.Count -gt 0) {
+    Out-GmiResult -Exit 1 -Message ('the export would not import: ' + ($problems -join '; '))
+} else {
+    Out-GmiResult -Facts @{ 'export.import_check' = 'ok' } -Message 'Compare-VM found no incompatibility'
+}

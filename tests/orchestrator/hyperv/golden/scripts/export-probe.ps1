@@ -1,0 +1,38 @@
+param(
+    [string]$VmName,
+    [string]$BuildId,
+    [string]$ExportPath
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# Exit 0 when this build's complete export is there (marker, one .vmcx, the VHDX).
+$final = Join-Path $ExportPath $VmName
+$marker = Join-Path $final 'gmi-fsm-export.json'
+$vhd = Join-Path (Join-Path $final 'Virtual Hard Disks') "$VmName.vhdx"
+$ok = (Test-Path -LiteralPath $marker) -and (Test-Path -LiteralPath $vhd) -and
+    ((Get-Content -LiteralPath $marker -Raw | ConvertFrom-Json).build_id -ceq $BuildId) -and
+    (@(Get-ChildItem -LiteralPath (Join-Path $final 'Virtual Machines') -Filter '*.vmcx').Count -eq 1)
+if ($ok) { Out-GmiResult -Message 'export present' } else { Out-GmiResult -Exit 1 -Message 'no complete export' }

@@ -1,0 +1,42 @@
+param(
+    [string]$Path,
+    [string]$ExpectSha256
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# Exit 0: present (and matching ExpectSha256 when given); 1: missing; 3: different.
+if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) {
+    Out-GmiResult -Exit 1 -Message "$Path is not on the host"
+    return
+}
+$hash = (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
+$size = (Get-Item -LiteralPath $Path).Length
+$facts = @{ sha256 = $hash; size = [string]$size }
+if ($ExpectSha256 -ne '' -and $hash -ne $ExpectSha256.ToLowerInvariant()) {
+    Out-GmiResult -Exit 3 -Facts $facts -Message "$Path has sha256 $hash, expected $ExpectSha256"
+} else {
+    Out-GmiResult -Facts $facts -Message "$Path sha256 $hash"
+}

@@ -1,0 +1,40 @@
+param(
+    [string]$Path,
+    [long]$Offset,
+    [int]$Length
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+$stream = [System.IO.File]::OpenRead($Path)
+try {
+    $buffer = [byte[]]::new($Length)
+    $stream.Seek($Offset, [System.IO.SeekOrigin]::Begin) | Out-Null
+    $read = $stream.Read($buffer, 0, $Length)
+    $data = [Convert]::ToBase64String($buffer, 0, $read)
+} finally {
+    $stream.Dispose()
+}
+Out-GmiResult -Facts @{ data = $data; read = [string]$read } -Message "read $read bytes"

@@ -1,0 +1,45 @@
+param(
+    [string]$Path,
+    [long]$Offset,
+    [string]$DataBase64
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# Writes at Offset (offset 0 starts the file anew): a chunk sent twice lands twice
+# at the same place, so a retried upload never corrupts the file.
+$dir = Split-Path -Parent $Path
+if (-not (Test-Path -LiteralPath $dir -PathType Container)) { New-Item -ItemType Directory -Path $dir -Force | Out-Null }
+$mode = if ($Offset -eq 0) { [System.IO.FileMode]::Create } else { [System.IO.FileMode]::OpenOrCreate }
+$bytes = [Convert]::FromBase64String($DataBase64)
+$stream = [System.IO.File]::Open($Path, $mode, [System.IO.FileAccess]::Write)
+try {
+    $stream.Seek($Offset, [System.IO.SeekOrigin]::Begin) | Out-Null
+    $stream.Write($bytes, 0, $bytes.Length)
+    $stream.SetLength($Offset + $bytes.Length)
+} finally {
+    $stream.Dispose()
+}
+Out-GmiResult -Facts @{ size = [string]($Offset + $bytes.Length) } -Message "wrote $($bytes.Length) bytes"

@@ -1,0 +1,46 @@
+param(
+    [string]$VmName,
+    [string]$BuildId
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+$vm = Find-GmiVM -Name $VmName
+if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
+if ($vm.State -ne 'Off') { throw "the build VM must be Off to compact its disk (it is $($vm.State))" }
+$path = (Get-VMHardDiskDrive -VM $vm | Select-Object -First 1).Path
+if ($path -like '*.avhdx') { throw "the disk is still a differencing disk ($path): merge checkpoints first" }
+$before = (Get-Item -LiteralPath $path).Length
+# Full mode reclaims unused blocks only on a disk mounted read-only; otherwise it
+# silently falls back to what Prezeroed does.
+Mount-VHD -Path $path -ReadOnly
+try {
+    Optimize-VHD -Path $path -Mode Full
+} finally {
+    Dismount-VHD -Path $path
+}
+$after = (Get-Item -LiteralPath $path).Length
+$facts = @{ 'hyperv.vhdx_bytes_before' = [string]$before; 'hyperv.vhdx_bytes_after' = [string]$after }
+Out-GmiResult -Facts $facts -Message "compacted $before -> $after bytes"

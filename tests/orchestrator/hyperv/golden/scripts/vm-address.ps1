@@ -1,0 +1,54 @@
+param(
+    [string]$VmName,
+    [string]$BuildId,
+    [int]$TimeoutSeconds,
+    [bool]$StartIfOff
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+$vm = Find-GmiVM -Name $VmName
+if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
+if ($vm.State -ne 'Running') {
+    if (-not $StartIfOff) { throw "the build VM is $($vm.State), not Running" }
+    Start-VM -VM $vm
+}
+# Hyper-V learns a guest's addresses only through KVP (hv_kvp_daemon in the guest).
+$deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+do {
+    $all = @(Get-VMNetworkAdapter -VM $vm | ForEach-Object { $_.IPAddresses })
+    $ipv4 = $all | Where-Object {
+        $_ -match '^\d{1,3}(\.\d{1,3}){3}$' -and $_ -notlike '169.254.*'
+    } | Select-Object -First 1
+    if ($ipv4) {
+        Out-GmiResult -Facts @{ 'hyperv.guest_ipv4' = $ipv4 } -Message "guest address $ipv4"
+        return
+    }
+    Start-Sleep -Seconds 2
+} while ((Get-Date) -lt $deadline)
+$seen = ($all | Where-Object { $_ }) -join ', '
+throw ("no IPv4 address reported through KVP within $TimeoutSeconds s (seen: '$seen'): " +
+    'is hv_kvp_daemon (hyperv-daemons / linux-cloud-tools) installed and running in the guest, ' +
+    'and does the switch give DHCP leases?')

@@ -1,0 +1,71 @@
+param(
+    [string]$VmName,
+    [string]$BuildId,
+    [long]$MemoryMiB,
+    [bool]$DynamicMemory,
+    [long]$Cpus,
+    [bool]$SecureBoot,
+    [string]$SecureBootTemplate,
+    [string]$IsoPath
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# Every setting below is a "set to": running it again changes nothing.
+$vm = Find-GmiVM -Name $VmName
+if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
+if ($DynamicMemory) {
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $true -StartupBytes ($MemoryMiB * 1MB) `
+        -MinimumBytes ([math]::Min(512MB, $MemoryMiB * 1MB)) -MaximumBytes ($MemoryMiB * 1MB)
+} else {
+    Set-VMMemory -VM $vm -DynamicMemoryEnabled $false -StartupBytes ($MemoryMiB * 1MB)
+}
+Set-VMProcessor -VM $vm -Count $Cpus
+# Automatic checkpoints would leave .avhdx differencing disks behind every start.
+Set-VM -VM $vm -AutomaticCheckpointsEnabled $false
+if ($SecureBoot) {
+    Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate
+} else {
+    Set-VMFirmware -VM $vm -EnableSecureBoot Off
+}
+if ((Get-VMSecurity -VM $vm).TpmEnabled) { Disable-VMTPM -VM $vm }
+$dvd = Get-VMDvdDrive -VM $vm | Where-Object { $_.ControllerLocation -eq 1 -and $_.ControllerNumber -eq 0 }
+if ($null -eq $dvd) {
+    $dvd = Add-VMDvdDrive -VM $vm -ControllerNumber 0 -ControllerLocation 1 -Path $IsoPath -Passthru
+} else {
+    Set-VMDvdDrive -VMDvdDrive $dvd -Path $IsoPath
+}
+$disk = Get-VMHardDiskDrive -VM $vm | Select-Object -First 1
+Set-VMFirmware -VM $vm -BootOrder $dvd, $disk
+$facts = @{
+    'hyperv.generation' = [string]$vm.Generation
+    'hyperv.memory_mib' = [string]$MemoryMiB
+    'hyperv.dynamic_memory' = [string]$DynamicMemory
+    'hyperv.cpus' = [string]$Cpus
+    'hyperv.secure_boot' = $(if ($SecureBoot) { $SecureBootTemplate } else { 'off' })
+    'hyperv.automatic_checkpoints' = 'False'
+    'hyperv.tpm' = 'False'
+}
+Out-GmiResult -Facts $facts -Message 'VM configured'

@@ -1,0 +1,38 @@
+param(
+    [string]$VmName,
+    [string]$BuildId
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# Exit 0: this build's VM exists; 1: no such VM; 2: a VM of that name that is not ours.
+$vm = Find-GmiVM -Name $VmName
+if ($null -eq $vm) {
+    Out-GmiResult -Exit 1 -Message "no VM named '$VmName'"
+} elseif (Test-GmiOwned -VM $vm -BuildId $BuildId) {
+    Out-GmiResult -Facts @{ 'hyperv.vm_state' = [string]$vm.State } -Message 'the build VM exists'
+} else {
+    Out-GmiResult -Exit 2 -Message "a VM named '$VmName' exists but was not made by this build"
+}

@@ -1,0 +1,48 @@
+param(
+    [string]$VmName,
+    [string]$BuildId,
+    [string]$VmPath,
+    [string]$SeedPath
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+# Removes this build's VM, its disk and folder, and its seed media; never touches a
+# VM of the same name that another build or a person made.
+$vm = Find-GmiVM -Name $VmName
+if ($null -ne $vm -and -not (Test-GmiOwned -VM $vm -BuildId $BuildId)) {
+    Out-GmiResult -Message "a VM named '$VmName' exists but is not this build's: left alone"
+    return
+}
+if ($null -ne $vm) {
+    if ($vm.State -ne 'Off') { Stop-VM -VM $vm -TurnOff -Force }
+    $disks = @(Get-VMHardDiskDrive -VM $vm | ForEach-Object Path)
+    Remove-VM -VM $vm -Force
+    foreach ($d in $disks) { if (Test-Path -LiteralPath $d) { Remove-Item -LiteralPath $d -Force } }
+}
+$folder = Join-Path $VmPath $VmName
+if (Test-Path -LiteralPath $folder) { Remove-Item -LiteralPath $folder -Recurse -Force }
+if ($SeedPath -ne '' -and (Test-Path -LiteralPath $SeedPath)) { Remove-Item -LiteralPath $SeedPath -Force }
+Out-GmiResult -Message 'build VM removed'

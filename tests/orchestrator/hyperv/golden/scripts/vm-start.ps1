@@ -1,0 +1,48 @@
+param(
+    [string]$VmName,
+    [string]$BuildId,
+    [bool]$PressKey
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+$vm = Find-GmiVM -Name $VmName
+if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
+if ($vm.State -eq 'Running') {
+    Out-GmiResult -Message 'already running'
+    return
+}
+Start-VM -VM $vm
+if ($PressKey) {
+    # Gen 2 firmware boots a DVD only after "Press any key to boot from CD or DVD...":
+    # type Enter into the VM's keyboard (WMI, root\virtualization\v2) for a few seconds.
+    $kb = Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_Keyboard |
+        Where-Object { $_.SystemName -eq [string]$vm.Id } | Select-Object -First 1
+    for ($i = 0; $i -lt 10 -and $null -ne $kb; $i++) {
+        Start-Sleep -Milliseconds 700
+        Invoke-CimMethod -InputObject $kb -MethodName TypeKey -Arguments @{ keyCode = 13 } | Out-Null
+    }
+}
+Out-GmiResult -Message 'started'

@@ -1,0 +1,229 @@
+"""A real GMI built end to end on the local QEMU host, from a real Debian 12 guest.
+
+These boot real VMs under TCG (minutes). They prove: the whole pipeline; a kill -9 of
+the orchestrator during a long guest command, then a resume that succeeds; and the
+guest failure modes (wrong key, connection dropped mid-command, a changed host key,
+a guest that never answers), each a clear error with the build left resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.qemu.cache import cached_debian_base, lab_ssh_key
+from tests.support.cli import run_cli, start_cli
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def lab() -> dict[str, Any]:
+    key, public = lab_ssh_key()
+    image = cached_debian_base(user="gmi", authorized_key=public)
+    return {"disk": str(image.disk), "key": str(key)}
+
+
+def write_spec(folder: Path, lab: dict[str, Any], **overrides: Any) -> Path:
+    spec: dict[str, Any] = {
+        "name": "debian-12",
+        "os": {"name": "Debian", "version": "12", "family": "apt"},
+        "host": {"kind": "qemu", "memory_mib": 1536, "cpus": 2, "boot_timeout_s": 300},
+        "source": {"base_image": lab["disk"]},
+        "guest": {"user": "gmi", "ssh_private_key": f"file:{lab['key']}"},
+        "prepare": {"update": True},
+        "manifest": {"maintainer": "gmi-fsm tests", "description": "test GMI"},
+        "output": {"dir": str(folder / "out")},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def build_id_of(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("SELECT build_id FROM events ORDER BY position DESC LIMIT 1").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def wait_for_event(db: Path, where: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            conn = sqlite3.connect(db)
+            try:
+                if conn.execute(f"SELECT 1 FROM events WHERE {where}").fetchone():
+                    return
+            except sqlite3.OperationalError:
+                pass
+            finally:
+                conn.close()
+        time.sleep(0.5)
+    raise AssertionError(f"no event matching {where} within {timeout} s")
+
+
+def status(db: Path, build_id: str) -> dict[str, Any]:
+    proc = run_cli("status", build_id, "--json", db=db)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def qemu_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, lab: dict[str, Any]) -> None:
+    db = tmp_path / "events.db"
+    spec = write_spec(tmp_path, lab)
+    before = qemu_pids()
+    runner = start_cli("run", spec, db=db)
+    # Kill -9 the orchestrator in the middle of the zero-fill, a long guest command.
+    wait_for_event(db, "type='StepStarted' AND json_extract(payload,'$.step')='zero-fill'", 1500)
+    time.sleep(3)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(30)
+    build_id = build_id_of(db)
+    st = status(db, build_id)
+    assert st["status"] == "cleanup"
+    assert st["in_doubt"] == ["cleanup/zero-fill"]
+    # The VM died with its orchestrator (PR_SET_PDEATHSIG): nothing orphaned.
+    deadline = time.monotonic() + 10
+    while qemu_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (qemu_pids() - before), "the build VM outlived its killed orchestrator"
+
+    resumed = run_cli("run", "--resume", build_id, "--json", db=db, timeout=1800)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["outcome"] == "succeeded"
+
+    audit = json.loads(run_cli("audit", build_id, "--format", "json", db=db).stdout)
+    zero = [c for c in audit["commands"] if c["step"] == "zero-fill" and c["kind"] == "step"]
+    assert [c["outcome"] for c in zero] == ["error", "succeeded"], zero  # in doubt, then re-run (idempotent)
+    facts = audit["facts"]
+    assert facts["os.id"] == "debian"
+    assert facts["os.version_id"] == "12"
+    assert facts["cloud_init.version"]
+    assert "hv-kvp-daemon" in facts["hyperv.daemons"]
+    assert facts["hyperv.daemons.source"].startswith("package:")
+    assert facts["guest.ssh_host_key_fingerprint"].startswith("SHA256:")
+    assert facts["validate.boot.cloud_init"].startswith("pass")
+    assert facts["validate.boot.machine_id"].startswith("pass")
+    assert facts["validate.boot.ssh_host_keys"].startswith("pass")
+    assert facts["validate.boot.login"].startswith("pass")
+    assert run_cli("verify", build_id, db=db).returncode == 0
+    assert run_cli("replay", build_id, db=db).returncode == 0
+
+    vhdx = tmp_path / "out" / "GMI-Debian-12" / "Virtual Hard Disks" / "GMI Debian 12.vhdx"
+    check = subprocess.run(["qemu-img", "check", "-f", "vhdx", str(vhdx)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-f", "vhdx", str(vhdx)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["actual-size"] < 1_200_000_000  # compacted: far below what a dirty disk takes
+    package = tmp_path / "out" / "GMI-Debian-12.zip"
+    with zipfile.ZipFile(package) as z:
+        names = set(z.namelist())
+    assert "Virtual Hard Disks/GMI Debian 12.vhdx" in names
+    assert "GMI-Debian-12.yml" in names
+    valid = run_cli("validate", package, "--json", db=None, timeout=600)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert not (qemu_pids() - before)
+
+
+def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, lab: dict[str, Any]) -> None:
+    db = tmp_path / "events.db"
+    wrong_key = tmp_path / "wrong_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)], check=True)
+    hooks = [
+        {   # drops its own SSH connection mid-command, once
+            "name": "drop-connection", "stage": "install_os", "when": "after", "target": "guest",
+            "sudo": True, "idempotent": True,
+            "run": "if [ -f /var/tmp/gmi-dropped ]; then exit 0; fi; touch /var/tmp/gmi-dropped; "
+                   "sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
+        },
+        {   # replaces the host keys (as a rebuilt VM would), then drops the connection
+            "name": "rotate-host-keys", "stage": "update", "when": "before", "target": "guest",
+            "sudo": True, "idempotent": True,
+            "run": "if [ -f /var/tmp/gmi-rotated ]; then exit 0; fi; touch /var/tmp/gmi-rotated; "
+                   "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A; sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
+        },
+    ]
+    good = write_spec(tmp_path, lab, hooks=hooks, prepare={"update": False})
+    bad = tmp_path / "bad.yaml"
+    data = yaml.safe_load(good.read_text())
+    data["guest"]["ssh_private_key"] = f"file:{wrong_key}"
+    bad.write_text(yaml.safe_dump(data))
+
+    # 1. A key the guest refuses: a clear error, no retries, resumable with the right key.
+    first = run_cli("run", bad, db=db, timeout=900)
+    assert first.returncode == 4, first.stderr[-2000:]
+    assert "gmi" in first.stderr and "refused" in first.stderr.lower()
+    build_id = build_id_of(db)
+    assert status(db, build_id)["status"] == "failed"
+
+    # 2. The connection dropped mid-command: that step fails with "connection lost".
+    second = run_cli("run", "--resume", build_id, "--update-spec", good, db=db, timeout=900)
+    assert second.returncode == 4, second.stderr[-2000:]
+    assert "connection lost" in second.stderr
+    assert "drop-connection" in second.stderr
+
+    # 3. Resume: that hook is done now (idempotent, its marker is there). The next one
+    #    replaces the host keys, as a rebuilt VM would, and drops the connection.
+    third = run_cli("run", "--resume", build_id, db=db, timeout=900)
+    assert third.returncode == 4, third.stderr[-2000:]
+    assert "rotate-host-keys" in third.stderr
+
+    # 4. Resume: the guest now presents another host key; the login is refused,
+    #    naming both fingerprints and how to proceed.
+    fourth_run = run_cli("run", "--resume", build_id, db=db, timeout=900)
+    assert fourth_run.returncode == 4, fourth_run.stderr[-2000:]
+    assert "host key" in fourth_run.stderr
+    assert "changed" in fourth_run.stderr
+    assert fourth_run.stderr.count("SHA256:") >= 2
+    assert "--trust-new-host-key" in fourth_run.stderr
+
+    # 5. The operator trusts the new key; the build goes on. Stop it with SIGTERM
+    #    mid-stage: it ends as interrupted (130), still resumable.
+    fourth = start_cli("resume", build_id, "--trust-new-host-key", db=db)
+    wait_for_event(db, "type='StageCompleted' AND json_extract(payload,'$.stage')='update'", 900)
+    fourth.send_signal(signal.SIGTERM)
+    assert fourth.wait(120) == 130
+    st = status(db, build_id)
+    assert st["status"] in ("cloud_init", "hyperv_integration")
+    assert "update" in st["completed_stages"]
+    history = run_cli("history", build_id, "--json", db=db).stdout
+    assert "RunInterrupted" in history
+    assert run_cli("verify", build_id, db=db).returncode == 0
+    assert run_cli("abort", build_id, "--reason", "test over", db=db).returncode == 0
+
+
+def test_a_guest_that_never_answers_fails_clearly(tmp_path: Path, lab: dict[str, Any]) -> None:
+    blank = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
+    db = tmp_path / "events.db"
+    spec = write_spec(tmp_path, {**lab, "disk": str(blank)}, host={"boot_timeout_s": 25})
+    proc = run_cli("run", spec, db=db, timeout=600)
+    assert proc.returncode == 4
+    assert "127.0.0.1" in proc.stderr
+    assert "console" in proc.stderr
+    build_id = build_id_of(db)
+    st = status(db, build_id)
+    assert st["status"] == "failed"
+    assert os.path.exists(blank)
