@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events.chain import GENESIS_HASH  # noqa: E402
-from events.model import StepFinished, event_payload  # noqa: E402
-from events.store import NewEvent, SqliteEventStore  # noqa: E402
+from events.chain import GENESIS_HASH
+from events.model import StepFinished, event_payload
+from events.store import NewEvent, SqliteEventStore
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 ROUNDS = 3

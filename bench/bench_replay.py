@@ -16,14 +16,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events.chain import GENESIS_HASH  # noqa: E402
-from events.model import (  # noqa: E402
-    BuildRequested, BuildSucceeded, FactRecorded, OutputDigest, StageCompleted, StageEntered,
-    StepFinished, StepStarted, event_payload,
+from events.chain import GENESIS_HASH
+from events.model import (
+    BuildRequested,
+    BuildSucceeded,
+    FactRecorded,
+    OutputDigest,
+    StageCompleted,
+    StageEntered,
+    StepFinished,
+    StepStarted,
+    event_payload,
 )
-from events.store import NewEvent, SqliteEventStore, stamp  # noqa: E402
-from states.projection import fold  # noqa: E402
-from states.stages import STAGE_NAMES  # noqa: E402
+from events.store import NewEvent, SqliteEventStore, stamp
+from states.projection import fold
+from states.stages import STAGE_NAMES
 
 TARGET = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 

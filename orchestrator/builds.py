@@ -189,14 +189,12 @@ def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str
     return recorder.state
 
 
-HOST_KEY_FACT = "guest.ssh_host_key_fingerprint"
-
-
 def trust_new_host_key(store: SqliteEventStore, build_id: str) -> str:
     """Clear the guest's pinned SSH host key (after the operator checked why it
     changed): the next login pins the new key. Returns the old pin."""
     from events.model import FactRecorded  # noqa: PLC0415
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+    from orchestrator.targets.host_keys import HOST_KEY_FACT  # noqa: PLC0415
 
     recorder = BuildRecorder(store, build_id)
     old = recorder.state.facts.get(HOST_KEY_FACT, "")

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.model import FactRecorded
 from orchestrator.guest import guest_steps
 from orchestrator.hooks import with_hooks
 from orchestrator.spec import BuildSpec, QemuHostSpec
 from orchestrator.targets.base import Artifact, CommandResult, OutputSink, Target, TargetError
+from orchestrator.targets.guest_ssh import build_user_public_key
+from orchestrator.targets.host_keys import HOST_KEY_FACT
 from orchestrator.targets.local import LocalTarget, Operation
 from states.steps import Command, Step, TargetName
 
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from orchestrator.qemu.vm import QemuVm
     from orchestrator.recorder import BuildRecorder
     from orchestrator.targets.ssh import SshTarget
-
-HOST_KEY_FACT = "guest.ssh_host_key_fingerprint"
 
 
 def _op(
@@ -83,11 +82,6 @@ class QemuHost:
         self.output_dir = _path(spec.output.dir, base_dir)
         self.work_dir = self.output_dir / ".work" / self.build_id
         self.base_image = _path(spec.source.base_image, base_dir)
-        self.key_path = (
-            _path(spec.guest.ssh_private_key.removeprefix("file:"), base_dir)
-            if spec.guest.ssh_private_key
-            else None
-        )
         self.vm: QemuVm | None = None
         self.ssh: SshTarget | None = None
         ops: dict[str, Operation] = {
@@ -237,25 +231,7 @@ class QemuHost:
         return CommandResult(0)
 
     def _public_key(self) -> str:
-        import asyncssh  # noqa: PLC0415
-
-        if self.key_path is None:
-            raise TargetError("the QEMU host needs guest.ssh_private_key (file:PATH) to seed the build VM")
-        from orchestrator.secrets import resolve  # noqa: PLC0415
-
-        passphrase = None
-        if self.spec.guest and self.spec.guest.ssh_key_passphrase:
-            passphrase = resolve(
-                self.spec.guest.ssh_key_passphrase, where="guest.ssh_key_passphrase", base_dir=self.base_dir
-            ).reveal()
-        try:
-            key = asyncssh.read_private_key(str(self.key_path), passphrase)
-        except (OSError, asyncssh.KeyImportError) as exc:
-            raise TargetError(
-                f"cannot read the build key {self.key_path}: {exc}",
-                hint="guest.ssh_private_key must name an OpenSSH private key file",
-            ) from None
-        return str(key.export_public_key("openssh").decode().strip())
+        return build_user_public_key(self.spec, self.base_dir)
 
     async def _ensure_running(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
         from orchestrator.qemu.vm import DiskSpec, QemuVm, VmConfig  # noqa: PLC0415
@@ -314,34 +290,10 @@ class QemuHost:
         return None
 
     def _ssh_target(self, port: int) -> SshTarget:
-        from orchestrator.secrets import resolve  # noqa: PLC0415
-        from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
+        from orchestrator.targets.guest_ssh import guest_ssh_target  # noqa: PLC0415
 
-        guest = self.spec.guest
-        assert guest is not None
-
-        def secret(ref: str | None, where: str) -> str | None:
-            return resolve(ref, where=where, base_dir=self.base_dir).reveal() if ref else None
-
-        def on_new_key(fingerprint: str, algorithm: str) -> None:
-            self.recorder.record(
-                FactRecorded(key=HOST_KEY_FACT, value=fingerprint, source="vm.ensure-running")
-            )
-            self.recorder.record(
-                FactRecorded(key=HOST_KEY_FACT + ".algorithm", value=algorithm, source="vm.ensure-running")
-            )
-
-        facts = self.recorder.state.facts
-        return SshTarget(
-            "127.0.0.1",
-            port=port,
-            user=guest.user,
-            key_path=self.key_path,
-            key_passphrase=secret(guest.ssh_key_passphrase, "guest.ssh_key_passphrase"),
-            password=secret(guest.password, "guest.password"),
-            pinned_fingerprint=facts.get(HOST_KEY_FACT) or None,
-            pinned_algorithm=facts.get(HOST_KEY_FACT + ".algorithm") or None,
-            on_new_host_key=on_new_key,
+        return guest_ssh_target(
+            self.spec, self.base_dir, self.recorder, "127.0.0.1", port=port, source="vm.ensure-running"
         )
 
     async def _wait_off(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
@@ -410,7 +362,7 @@ class QemuHost:
             artifacts=(
                 Artifact("vhdx", str(dest), sha, size, "disk"),
                 # Not `export_dir`: that name means a Hyper-V Export-VM folder to packaging.
-            Artifact("disk_only_dir", str(self.export_dir), "", 0, "directory"),
+                Artifact("disk_only_dir", str(self.export_dir), "", 0, "directory"),
             ),
         )
 

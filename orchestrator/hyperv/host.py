@@ -19,7 +19,7 @@ from orchestrator.hooks import with_hooks
 from orchestrator.hyperv.executor import PowerShellExecutor
 from orchestrator.hyperv.invoke import run_script
 from orchestrator.hyperv.plan import HostPlanner
-from orchestrator.hyperv.seed import SeedError, public_key_of, seed_media, write_iso
+from orchestrator.hyperv.seed import SeedError, seed_media, write_iso
 from orchestrator.hyperv.target import HyperVTarget, Operation
 from orchestrator.hyperv.transfer import download_tree, upload
 from orchestrator.spec import BuildSpec, HyperVHostSpec
@@ -148,39 +148,9 @@ class HyperVHost:
         return self._guest
 
     def _ssh_target(self, address: str) -> Target:
-        from orchestrator.secrets import resolve  # noqa: PLC0415
-        from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
+        from orchestrator.targets.guest_ssh import guest_ssh_target  # noqa: PLC0415
 
-        g = self.spec.guest
-        assert g is not None
-        key_path = _file_ref(g.ssh_private_key, self.base_dir)
-        passphrase = (
-            resolve(g.ssh_key_passphrase, where="guest.ssh_key_passphrase").reveal()
-            if g.ssh_key_passphrase
-            else None
-        )
-        password = resolve(g.password, where="guest.password").reveal() if g.password else None
-        pinned = self.recorder.state.facts.get("guest.host_key") if self.recorder else None
-        return SshTarget(
-            address,
-            user=g.user,
-            on_new_host_key=self._pin_host_key,
-            key_path=key_path,
-            key_passphrase=passphrase,
-            password=password,
-            pinned_fingerprint=pinned or None,
-            reconnect_timeout_s=g.connect_timeout_s,
-        )
-
-    def _pin_host_key(self, fingerprint: str, algorithm: str) -> None:
-        if self.recorder is None:
-            return
-        from events.model import FactRecorded  # noqa: PLC0415
-
-        self.recorder.record(
-            FactRecorded(key="guest.host_key", value=fingerprint, source="hyperv.ssh"),
-            FactRecorded(key="guest.host_key_algorithm", value=algorithm, source="hyperv.ssh"),
-        )
+        return guest_ssh_target(self.spec, self.base_dir, self.recorder, address, source="hyperv.ssh")
 
     # -- host operations (Python on top of the scripts) -----------------------------------
 
@@ -222,18 +192,10 @@ class HyperVHost:
     ) -> CommandResult:
         local = self.work_dir / "seed.iso"
         if not local.is_file():  # written once per build, so its digest stays the same on a rerun
-            g = self.spec.guest
-            if g is None or g.ssh_private_key is None:
-                return CommandResult(1, error="an unattended install needs guest.ssh_private_key (file:PATH)")
-            try:
-                key_path = _file_ref(g.ssh_private_key, self.base_dir)
-                assert key_path is not None
-                passphrase = None
-                if g.ssh_key_passphrase:
-                    from orchestrator.secrets import resolve  # noqa: PLC0415
+            from orchestrator.targets.guest_ssh import build_user_public_key  # noqa: PLC0415
 
-                    passphrase = resolve(g.ssh_key_passphrase, where="guest.ssh_key_passphrase").reveal()
-                media = seed_media(self.spec, public_key_of(key_path, passphrase))
+            try:
+                media = seed_media(self.spec, build_user_public_key(self.spec, self.base_dir))
             except SeedError as exc:
                 return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
             write_iso(local, media)
@@ -318,13 +280,3 @@ def _script(name: str) -> str:
     from orchestrator.hyperv.scripts import script_text  # noqa: PLC0415
 
     return script_text(name)
-
-
-def _file_ref(ref: str | None, base_dir: Path) -> Path | None:
-    """The path in a ``file:PATH`` reference (SSH wants the key file, not its text)."""
-    if ref is None:
-        return None
-    if not ref.startswith("file:"):
-        raise TargetError(f"guest.ssh_private_key must be file:PATH, not {ref.split(':', 1)[0]}:...")
-    path = Path(ref.removeprefix("file:")).expanduser()
-    return path if path.is_absolute() else base_dir / path

@@ -181,17 +181,3 @@ def write_iso(dest: Path, media: SeedMedia) -> Path:
     finally:
         iso.close()
     return dest
-
-
-def public_key_of(private_key_path: Path, passphrase: str | None) -> str:
-    """The OpenSSH public key line of the build user's private key."""
-    import asyncssh  # noqa: PLC0415 - only unattended installs need it
-
-    try:
-        key = asyncssh.read_private_key(private_key_path, passphrase)
-    except (OSError, asyncssh.KeyImportError) as exc:
-        raise SeedError(
-            f"cannot read the build user's private key {private_key_path}: {exc}",
-            hint="guest.ssh_private_key must be file:PATH of an OpenSSH private key",
-        ) from None
-    return key.export_public_key().decode().strip()

@@ -22,6 +22,10 @@ NewHostKeyCallback = Callable[[str, str], None]
 # asyncssh signs with any of these for an RSA host key; the key itself is "ssh-rsa".
 _SIG_ALGS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 
+# The build's facts that pin the guest's host key (every host uses these names).
+HOST_KEY_FACT = "guest.ssh_host_key_fingerprint"
+HOST_KEY_ALGORITHM_FACT = "guest.ssh_host_key_fingerprint.algorithm"
+
 
 @dataclass(frozen=True, slots=True)
 class SeenKey:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from orchestrator.qemu.cache import cached_debian_base, lab_ssh_key
+from orchestrator.qemu.vm import read_vm_record
 from tests.support.cli import run_cli, start_cli
 
 pytestmark = pytest.mark.vm
@@ -85,15 +86,10 @@ def status(db: Path, build_id: str) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
-def qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
-
-
+@pytest.mark.timeout(3000)
 def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, lab: dict[str, Any]) -> None:
     db = tmp_path / "events.db"
     spec = write_spec(tmp_path, lab)
-    before = qemu_pids()
     runner = start_cli("run", spec, db=db)
     # Kill -9 the orchestrator in the middle of the zero-fill, a long guest command.
     wait_for_event(db, "type='StepStarted' AND json_extract(payload,'$.step')='zero-fill'", 1500)
@@ -105,10 +101,12 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     assert st["status"] == "cleanup"
     assert st["in_doubt"] == ["cleanup/zero-fill"]
     # The VM died with its orchestrator (PR_SET_PDEATHSIG): nothing orphaned.
+    record = read_vm_record(tmp_path / "out" / ".work" / build_id / "vm")
+    assert record is not None
     deadline = time.monotonic() + 10
-    while qemu_pids() - before and time.monotonic() < deadline:
+    while record.is_running() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not (qemu_pids() - before), "the build VM outlived its killed orchestrator"
+    assert not record.is_running(), f"the build VM (pid {record.pid}) outlived its killed orchestrator"
 
     resumed = run_cli("run", "--resume", build_id, "--json", db=db, timeout=1800)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -144,9 +142,12 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     assert "GMI-Debian-12.yml" in names
     valid = run_cli("validate", package, "--json", db=None, timeout=600)
     assert valid.returncode == 0, valid.stdout + valid.stderr
-    assert not (qemu_pids() - before)
+    for vm_dir in (tmp_path / "out" / ".work" / build_id).glob("**/vm.json"):
+        left = read_vm_record(vm_dir.parent)
+        assert left is None or not left.is_running(), f"a VM was left running: {vm_dir}"
 
 
+@pytest.mark.timeout(3000)
 def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, lab: dict[str, Any]) -> None:
     db = tmp_path / "events.db"
     wrong_key = tmp_path / "wrong_ed25519"
