@@ -108,7 +108,7 @@ class HyperVHostSpec(_Strict):
     secure_boot_template: str = "MicrosoftUEFICertificateAuthority"
     install: Literal["unattended", "manual"] = "unattended"
     keep_vm_on_failure: bool = True
-    fetch_export: bool = False
+    fetch_export: bool = Field(True, description="Copy the export here (needed to package it)")
     call_timeout_s: float = Field(600, gt=0)
     install_timeout_s: float = Field(3600, gt=0, description="How long an unattended install may take")
     boot_timeout_s: float = Field(600, gt=0, description="How long to wait for the guest's KVP address")
@@ -151,6 +151,7 @@ class GuestSpec(_Strict):
     ssh_key_passphrase: SecretRef | None = None
     password: SecretRef | None = None
     connect_timeout_s: float = Field(600, gt=0)
+    ssh_port: int = Field(22, ge=1, le=65535, description="The guest's SSH port (Hyper-V host)")
 
     @model_validator(mode="after")
     def _some_auth(self) -> GuestSpec:

@@ -102,3 +102,25 @@ class Step:
     @property
     def id(self) -> str:
         return f"{self.stage}/{self.name}"
+
+
+def operation_step(
+    stage: str,
+    name: str,
+    description: str,
+    *,
+    target: TargetName,
+    params: Mapping[str, object] | None = None,
+    timeout_s: float = 600.0,
+) -> Step:
+    """A step that runs a named, idempotent in-process operation (``Command`` kind
+    ``operation``) on ``target``."""
+    return Step(
+        stage=stage,
+        name=name,
+        target=target,
+        description=description,
+        timeout_s=timeout_s,
+        command=Command(name, kind="operation", params=dict(params or {})),
+        idempotent=True,
+    )

@@ -21,7 +21,7 @@ from orchestrator.targets.base import Artifact, CommandResult, OutputSink, Targe
 from orchestrator.targets.guest_ssh import build_user_public_key
 from orchestrator.targets.host_keys import HOST_KEY_FACT
 from orchestrator.targets.local import LocalTarget, Operation
-from states.steps import Command, Step, TargetName
+from states.steps import Command, Step, TargetName, operation_step
 
 if TYPE_CHECKING:
     from orchestrator.qemu.vm import QemuVm
@@ -37,27 +37,11 @@ def _op(
     *,
     timeout_s: float = 600.0,
 ) -> Step:
-    return Step(
-        stage=stage,
-        name=name,
-        target="host",
-        description=description,
-        timeout_s=timeout_s,
-        command=Command(name, kind="operation", params=dict(params or {})),
-        idempotent=True,
-    )
+    return operation_step(stage, name, description, target="host", params=params, timeout_s=timeout_s)
 
 
 def _local_op(stage: str, name: str, description: str) -> Step:
-    return Step(
-        stage=stage,
-        name=name,
-        target="local",
-        description=description,
-        timeout_s=7200,
-        command=Command(name, kind="operation"),
-        idempotent=True,
-    )
+    return operation_step(stage, name, description, target="local", timeout_s=7200)
 
 
 class QemuHost:

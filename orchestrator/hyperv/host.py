@@ -24,6 +24,7 @@ from orchestrator.hyperv.target import HyperVTarget, Operation
 from orchestrator.hyperv.transfer import download_tree, upload
 from orchestrator.spec import BuildSpec, HyperVHostSpec
 from orchestrator.targets.base import Artifact, CommandResult, OutputSink, Target, TargetError
+from orchestrator.targets.local import LocalTarget
 from states.stages import FAILED
 from states.steps import Step, TargetName
 
@@ -79,6 +80,7 @@ class HyperVHost:
         self._guest_factory = guest_target_factory
         self.guest_address: str | None = None
         self._guest: Target | None = None
+        self._local: LocalTarget | None = None
         self._host = HyperVTarget(
             executor,
             default_timeout_s=self.h.call_timeout_s,
@@ -99,7 +101,19 @@ class HyperVHost:
             return self._host
         if name == "guest":
             return self._guest_target()
-        raise TargetError(f"the hyperv host has no {name} target", hint="hooks run on local or guest")
+        return self._local_target()
+
+    def _local_target(self) -> Target:
+        if self._local is None:
+            from orchestrator.gmi.operations import make_operations  # noqa: PLC0415
+
+            ops = (
+                make_operations(self.recorder.store, self.build_id, self.spec, base_dir=self.base_dir)
+                if self.recorder is not None
+                else {}
+            )
+            self._local = LocalTarget(name="local", cwd=str(self.base_dir), operations=ops)
+        return self._local
 
     def session_step(self, step: Step) -> Step | None:
         if step.target != "guest":
@@ -268,8 +282,25 @@ class HyperVHost:
         remote = ntpath.join(self.planner.paths.export_path, self.spec.vm_name)
         out = Path(self.spec.output.dir)
         local = (out if out.is_absolute() else self.base_dir / out) / "export" / self.spec.vm_name
-        arts = await download_tree(self.executor, remote, local, timeout_s=self.h.call_timeout_s, sink=sink)
-        return CommandResult(0, facts={"export.local_dir": str(local)}, artifacts=tuple(arts))
+        # The ownership marker stays on the host: it is gmi-fsm's, not part of the GMI.
+        arts = await download_tree(
+            self.executor,
+            remote,
+            local,
+            timeout_s=self.h.call_timeout_s,
+            sink=sink,
+            skip=frozenset({EXPORT_MARKER}),
+        )
+        # The names packaging reads: the local Export-VM folder and its VHDX.
+        disk = f"Virtual Hard Disks/{self.spec.vm_name}.vhdx"
+        vhdx = [a for a in arts if a.name == disk]
+        named: list[Artifact] = [Artifact("export_dir", str(local), "", 0, "directory")]
+        if vhdx:
+            named.append(Artifact("vhdx", vhdx[0].path, vhdx[0].sha256, vhdx[0].size, "disk"))
+        return CommandResult(0, facts={"export.local_dir": str(local)}, artifacts=(*arts, *named))
+
+
+EXPORT_MARKER = "gmi-fsm-export.json"
 
 
 def name_of(path: str) -> str:

@@ -13,7 +13,7 @@ import ntpath
 from dataclasses import dataclass
 
 from orchestrator.spec import BuildSpec, HyperVHostSpec
-from states.steps import Command, RetryPolicy, Step
+from states.steps import Command, RetryPolicy, Step, operation_step
 
 # Idempotent host calls: one more try after a transient failure (dropped connection).
 _RETRY = RetryPolicy(attempts=2, initial_s=2.0)
@@ -318,6 +318,33 @@ class HostPlanner:
                 )
             )
         return steps
+
+    # The package is made on this machine, from the fetched export.
+    def _after_document(self) -> list[Step]:
+        if not self.h.fetch_export:
+            return []
+        return [
+            operation_step(
+                "document",
+                "gmi.document",
+                "write the manifest, sidecar and readme",
+                target="local",
+                timeout_s=7200,
+            )
+        ]
+
+    def _after_package(self) -> list[Step]:
+        if not self.h.fetch_export:
+            return []
+        return [
+            operation_step(
+                "package",
+                "gmi.package",
+                "zip, SHA256SUMS, event log, provenance",
+                target="local",
+                timeout_s=7200,
+            )
+        ]
 
     def _after_validate(self) -> list[Step]:
         return [self.remove_step("validate")]

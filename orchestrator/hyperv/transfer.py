@@ -75,13 +75,22 @@ async def upload(
 
 
 async def download_tree(
-    executor: PowerShellExecutor, remote_dir: str, local_dir: Path, *, timeout_s: float, sink: OutputSink
+    executor: PowerShellExecutor,
+    remote_dir: str,
+    local_dir: Path,
+    *,
+    timeout_s: float,
+    sink: OutputSink,
+    skip: frozenset[str] = frozenset(),
 ) -> list[Artifact]:
-    """Copy every file under ``remote_dir`` to ``local_dir``; return them as artifacts."""
+    """Copy every file under ``remote_dir`` to ``local_dir`` (but the relative paths in
+    ``skip``); return them as artifacts."""
     listing = await run_script(executor, "file-list", {"Path": remote_dir}, timeout_s=timeout_s)
     artifacts = []
     for entry in listing.artifacts:
         rel = str(entry["path"])
+        if rel.replace("\\", "/") in skip:
+            continue
         parts = [p for p in rel.replace("\\", "/").split("/") if p]
         if any(p in {".", ".."} for p in parts):
             raise ValueError(f"refusing a remote file name that leaves the folder: {rel!r}")

@@ -29,7 +29,7 @@ def guest_ssh_target(
     recorder: BuildRecorder | None,
     address: str,
     *,
-    port: int = 22,
+    port: int | None = None,
     source: str = "ssh",
 ) -> SshTarget:
     from events.model import FactRecorded  # noqa: PLC0415
@@ -53,7 +53,7 @@ def guest_ssh_target(
     facts = recorder.state.facts if recorder is not None else {}
     return SshTarget(
         address,
-        port=port,
+        port=port if port is not None else guest.ssh_port,
         user=guest.user,
         key_path=key_file(guest.ssh_private_key, base_dir),
         key_passphrase=secret(guest.ssh_key_passphrase, "guest.ssh_key_passphrase"),
