@@ -10,6 +10,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf           # the local QEMU host, UEFI like a Hyper-V Gen 2 VM
   mmdebstrap e2fsprogs dosfstools mtools fdisk grub-efi-amd64-bin  # the Debian base disk, no loop devices
   openssh-client openssh-server sudo        # the SSH guest target and its tests
+  libguestfs-tools linux-image-cloud-amd64  # `gmi-fsm validate --inspect` reads disks offline
 )
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

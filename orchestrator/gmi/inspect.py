@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,7 +90,11 @@ def leftover_checks(found: Leftovers) -> list[Check]:
 def guestfs_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("LIBGUESTFS_BACKEND", "direct")
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    # The same rule as our own VMs: a /dev/kvm node alone proves nothing (nested hosts
+    # expose one that aborts qemu), so KVM only with a vmx/svm flag, else TCG.
+    from orchestrator.qemu.accel import choose_accel  # noqa: PLC0415
+
+    if choose_accel().kind == "tcg":
         env.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
     return env
 
@@ -115,22 +120,43 @@ class Guestfish:
         self.disk = disk
         self.env = guestfs_env()
         self.pid = 0
+        # The server reports a failed command on its own stderr, not the client's.
+        self.server_log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in close()
+
+    def server_errors(self) -> str:
+        self.server_log.seek(0)
+        lines = [
+            ln for ln in self.server_log.read().splitlines() if ln.startswith(("libguestfs: error", "qemu"))
+        ]
+        return " | ".join(lines[-3:])
 
     def start(self) -> None:
         # Name the format: libguestfs refuses to guess it for a disk it did not make.
         fmt = ["--format=vhdx"] if self.disk.suffix.lower() == ".vhdx" else ["--format=raw"]
-        proc = subprocess.run(
-            ["guestfish", "--listen", "--ro", *fmt, "-a", str(self.disk)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=CALL_TIMEOUT_S,
-            check=False,
-        )
-        m = re.search(r"GUESTFISH_PID=(\d+)", proc.stdout)
+        # Output to files, not pipes: the forked server keeps them open, and waiting for
+        # a pipe's end would wait for the server to exit.
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.run(
+                ["guestfish", "--listen", "--ro", *fmt, "-a", str(self.disk)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=self.server_log,
+                timeout=CALL_TIMEOUT_S,
+                check=False,
+            )
+            out.seek(0)
+            stdout = out.read()
+        stderr = self.server_errors()
+        m = re.search(r"GUESTFISH_PID=(\d+)", stdout)
         if proc.returncode != 0 or m is None:
-            raise GuestfishError(f"guestfish --listen failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise GuestfishError(f"guestfish --listen failed: {stderr.strip() or stdout.strip()}")
         self.pid = int(m.group(1))
+        # The forked server creates its socket after the parent has printed its pid:
+        # wait for it to answer a no-op before launching the appliance.
+        deadline = time.monotonic() + 30
+        while not self.call("get-verbose", ok_fail=True) and time.monotonic() < deadline:
+            time.sleep(0.2)
         self.call("run")
 
     def call(self, *args: str, ok_fail: bool = False) -> str:
@@ -143,7 +169,7 @@ class Guestfish:
             check=False,
         )
         if proc.returncode != 0 and not ok_fail:
-            raise GuestfishError(f"guestfish {' '.join(args)}: {proc.stderr.strip()}")
+            raise GuestfishError(f"guestfish {' '.join(args)}: {proc.stderr.strip()} {self.server_errors()}")
         return proc.stdout if proc.returncode == 0 else ""
 
     def lines(self, *args: str) -> list[str]:
@@ -153,6 +179,7 @@ class Guestfish:
         if self.pid:
             self.call("exit", ok_fail=True)
             self.pid = 0
+        self.server_log.close()
 
 
 def _mount_root(g: Guestfish) -> str:

@@ -22,8 +22,12 @@ GOOD = {
     ),
     "hostname": Output("gmi-check-1\n", 0),
     "machine_id": Output("fedcba9876543210fedcba9876543210\n", 0),
-    "ssh_keys": Output("moduli\nssh_config\nsshd_config\nssh_host_ed25519_key\nssh_host_ed25519_key.pub\n", 0),
-    "ssh_fingerprint": Output("256 SHA256:freshfreshfreshfreshfreshfreshfreshfresh00 root@gmi (ED25519)\n", 0),
+    "ssh_keys": Output(
+        "moduli\nssh_config\nsshd_config\nssh_host_ed25519_key\nssh_host_ed25519_key.pub\n", 0
+    ),
+    "ssh_fingerprint": Output(
+        "256 SHA256:freshfreshfreshfreshfreshfreshfreshfresh00 root@gmi (ED25519)\n", 0
+    ),
     "user": Output("genie:x:1000:1000::/home/genie:/bin/bash\n", 0),
     "network": Output("2: eth0    inet 172.20.1.23/20 brd 172.20.15.255 scope global dynamic eth0\n", 0),
     "hv_daemons": Output("active\nactive\n", 0),
@@ -56,7 +60,9 @@ def test_each_failure_names_its_cause() -> None:
     bad["user"] = Output("", 2)
     bad["network"] = Output("", 0)
     bad["hv_daemons"] = Output("active\ninactive\n", 3)
-    bad["failed_units"] = Output("cloud-final.service loaded failed failed Execute cloud user/final scripts\n", 0)
+    bad["failed_units"] = Output(
+        "cloud-final.service loaded failed failed Execute cloud user/final scripts\n", 0
+    )
     r = _by_name(bad)
     assert all(status == "fail" for status, _ in r.values()), r
     assert "status error" in r["boot.cloud_init"][1]
@@ -79,3 +85,15 @@ def test_daemons_are_skipped_off_hyperv() -> None:
     expect = Expectations(hostname="gmi-check-1", user="genie", hyperv=False)
     r = _by_name({**GOOD, "hv_daemons": Output("inactive\n", 3)}, expect)
     assert r["boot.hyperv_daemons"][0] == "skip"
+
+
+def test_failed_hv_units_are_expected_only_off_hyperv() -> None:
+    from orchestrator.gmi.checks import Output, check_failed_units
+
+    out = Output("hv-vss-daemon.service loaded failed failed X\nhv-fcopy-daemon.service loaded failed\n", 0)
+    off = check_failed_units(out, hyperv=False)
+    assert off.status == "pass"
+    assert "hv-vss-daemon.service" in off.evidence
+    assert check_failed_units(out, hyperv=True).status == "fail"
+    other = Output("nginx.service loaded failed failed\nhv-vss-daemon.service loaded failed\n", 0)
+    assert check_failed_units(other, hyperv=False).status == "fail"

@@ -66,13 +66,19 @@ def test_parse_sha256sums() -> None:
 
 @pytest.mark.parametrize(
     ("name", "os", "ver"),
-    [("GMI-Debian-12.zip", "Debian", "12"), ("GMI-Ubuntu-24.04.zip", "Ubuntu", "24.04"),
-     ("GMI-OpenSUSE-16.Beta.tar.gz", "OpenSUSE", "16.Beta"), ("GMI-A-B-1.zip", "A-B", "1")],
+    [
+        ("GMI-Debian-12.zip", "Debian", "12"),
+        ("GMI-Ubuntu-24.04.zip", "Ubuntu", "24.04"),
+        ("GMI-OpenSUSE-16.Beta.tar.gz", "OpenSUSE", "16.Beta"),
+        ("GMI-A-B-1.zip", "A-B", "1"),
+    ],
 )
 def test_names(name: str, os: str, ver: str) -> None:
     names = names_from_archive(name)
     assert names is not None and (names.os, names.version) == (os, ver)
-    assert names.vm_name == f"GMI {os} {ver}" and names.disk_entry == f"Virtual Hard Disks/GMI {os} {ver}.vhdx"
+    assert (
+        names.vm_name == f"GMI {os} {ver}" and names.disk_entry == f"Virtual Hard Disks/GMI {os} {ver}.vhdx"
+    )
 
 
 def test_manifest_accepts_unquoted_scalars_as_vmgenie_does() -> None:

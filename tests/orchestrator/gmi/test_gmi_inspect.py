@@ -83,3 +83,19 @@ def test_inspect_finds_planted_leftovers(tmp_path: Path) -> None:
 def test_inspect_passes_a_clean_disk(tmp_path: Path) -> None:
     checks = inspect_disk(_guest_image(tmp_path, dirty=False))
     assert all(c.ok for c in checks), [(c.name, c.evidence) for c in checks]
+
+
+def test_validate_inspect_hands_the_extracted_disk_to_the_inspector(hyperv_build) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.gmi.hashing import sha256_file  # noqa: PLC0415
+    from orchestrator.gmi.report import passed  # noqa: PLC0415
+    from orchestrator.gmi.validate import validate  # noqa: PLC0415
+    from tests.support.gmi_fixtures import NAMES  # noqa: PLC0415
+
+    seen: list[str] = []
+
+    def fake(disk: Path):  # type: ignore[no-untyped-def]
+        seen.append(sha256_file(disk)[0])
+        return [passed("inspect.disk", "fake")]
+
+    report = validate(hyperv_build.out / NAMES.zip, inspect=True, inspector=fake)
+    assert report.ok and seen == [sha256_file(hyperv_build.disk)[0]]

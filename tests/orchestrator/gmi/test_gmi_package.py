@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FACTS, NAMES, Build, local_build
 
 from events.store import verify_chain
 from orchestrator.gmi import eventlog
@@ -18,6 +17,7 @@ from orchestrator.gmi.hashing import sha256_file
 from orchestrator.gmi.manifest import VMGENIE_KEYS, parse_manifest
 from orchestrator.gmi.package import PackageError, plan_entries
 from orchestrator.gmi.validate import validate
+from tests.support.gmi_fixtures import FACTS, NAMES, Build, local_build
 
 
 def _names(zip_path: Path) -> list[str]:
@@ -43,7 +43,12 @@ def test_output_folder_layout(hyperv_build: Build) -> None:
 
 def test_hyperv_zip_is_the_flattened_export(hyperv_build: Build) -> None:
     names = _names(hyperv_build.out / NAMES.zip)
-    assert names[:4] == ["GMI-Debian-12.yml", "GMI-Debian-12.md", "gmi-metadata.yml", "GMI-Debian-12.events.jsonl"]
+    assert names[:4] == [
+        "GMI-Debian-12.yml",
+        "GMI-Debian-12.md",
+        "gmi-metadata.yml",
+        "GMI-Debian-12.events.jsonl",
+    ]
     assert names[-1] == "Virtual Hard Disks/GMI Debian 12.vhdx"  # last: the manifest comes first
     assert "Snapshots/" in names
     vmcx = [n for n in names if n.endswith(".vmcx")]
@@ -84,7 +89,9 @@ def test_readme_summarizes_the_build(hyperv_build: Build) -> None:
 
 
 def test_sha256sums_verify_with_coreutils(hyperv_build: Build) -> None:
-    proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=hyperv_build.out, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=hyperv_build.out, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(": OK") == 7
 
@@ -99,7 +106,9 @@ def test_event_log_reverifies_offline(hyperv_build: Build) -> None:
             rows.append(rec)
     assert rows[0]["type"] == "BuildRequested" and rows[-1]["seq"] == m.event_log_seq
     chain = list(eventlog.parse_lines((hyperv_build.out / NAMES.events).read_text().splitlines()))
-    report = verify_chain(hyperv_build.build_id, iter([r for _, r in chain]), (m.event_log_seq, m.event_log_head_hash))
+    report = verify_chain(
+        hyperv_build.build_id, iter([r for _, r in chain]), (m.event_log_seq, m.event_log_head_hash)
+    )
     assert report.ok and report.head_hash == m.event_log_head_hash
     types = {r["type"] for r in rows}
     assert {"StageEntered", "StepStarted", "StepFinished", "FactRecorded", "ArtifactRecorded"} <= types
@@ -172,7 +181,7 @@ def test_package_without_document_fails_clearly(tmp_path: Path, vhdx_master: Pat
 
 
 def test_export_with_two_vmcx_is_refused(tmp_path: Path, vhdx_master: Path) -> None:
-    from conftest import make_export  # noqa: PLC0415
+    from tests.support.gmi_fixtures import make_export  # noqa: PLC0415
 
     export = make_export(tmp_path / "export", vhdx_master, vmcx=2)
     with pytest.raises(PackageError, match="exactly one .vmcx, found 2"):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NAMES, Build
 
 from orchestrator.cli.main import main
 from orchestrator.gmi.hashing import crc64nvme_file
 from orchestrator.gmi.publish import PublishError, crc64nvme_base64, publish
+from tests.support.gmi_fixtures import NAMES, Build
 
 
 def test_publish_creates_then_updates_the_index(hyperv_build: Build, tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NAMES, Build, rezip
 
 from orchestrator.cli.main import main
 from orchestrator.gmi.report import Report
 from orchestrator.gmi.validate import validate
+from tests.support.gmi_fixtures import NAMES, Build, rezip
 
 
 def _fails(report: Report, name: str, *words: str) -> str:
@@ -78,7 +78,9 @@ def test_corrupt_member(hyperv_build: Build, tmp_path: Path) -> None:
     _fails(validate(bad), "archive.readable", "cannot be read to its end")
 
 
-@pytest.mark.parametrize("evil", ["../evil.sh", "/etc/cron.d/evil", "Snapshots/../../evil", "C:/Windows/evil"])
+@pytest.mark.parametrize(
+    "evil", ["../evil.sh", "/etc/cron.d/evil", "Snapshots/../../evil", "C:/Windows/evil"]
+)
 def test_unsafe_entries(hyperv_build: Build, tmp_path: Path, evil: str) -> None:
     src = hyperv_build.out / NAMES.zip
     bad = tmp_path / NAMES.zip
@@ -101,8 +103,14 @@ def test_manifest_missing_keys(hyperv_build: Build, tmp_path: Path) -> None:
 
 
 def test_vm_name_mismatch(hyperv_build: Build, tmp_path: Path) -> None:
-    text = (hyperv_build.out / NAMES.manifest).read_text().replace("vm_name: GMI Debian 12", "vm_name: debian")
-    bad = rezip(_isolated(hyperv_build, tmp_path), tmp_path / "bad" / NAMES.zip, replace={NAMES.manifest: text.encode()})
+    text = (
+        (hyperv_build.out / NAMES.manifest).read_text().replace("vm_name: GMI Debian 12", "vm_name: debian")
+    )
+    bad = rezip(
+        _isolated(hyperv_build, tmp_path),
+        tmp_path / "bad" / NAMES.zip,
+        replace={NAMES.manifest: text.encode()},
+    )
     _fails(validate(bad), "manifest.identity", "vm_name 'debian'")
 
 
@@ -142,7 +150,9 @@ def test_missing_provenance_beside_a_gmi_fsm_zip(hyperv_build: Build, tmp_path: 
     _fails(validate(_isolated(hyperv_build, tmp_path)), "provenance", "missing beside the package")
 
 
-def test_cli_exit_codes_and_json(hyperv_build: Build, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_codes_and_json(
+    hyperv_build: Build, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as ok:
         main(["validate", str(hyperv_build.out / NAMES.zip), "--json"])
     assert ok.value.code == 0

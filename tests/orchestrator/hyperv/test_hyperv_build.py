@@ -7,10 +7,9 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-from conftest import SimBuild, write_build
-
 from orchestrator import builds
 from orchestrator.engine import Outcome
+from tests.support.hyperv_sim import SimBuild, write_build
 
 
 def _run(b: SimBuild, build_id: str | None = None) -> tuple[str, Outcome, str]:

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import SimBuild, write_build
 
 from orchestrator import builds
 from orchestrator.exit_codes import ExitCode
 from orchestrator.hyperv.scripts import script_text
+from tests.support.hyperv_sim import SimBuild, write_build
 
 
 def _build_id(b: SimBuild) -> str:

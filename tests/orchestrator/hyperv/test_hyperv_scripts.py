@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from conftest import write_build
 
 from orchestrator import builds
 from orchestrator.engine import Outcome
 from orchestrator.hyperv import connect
 from orchestrator.hyperv.executor import PowerShellExecutor, PsResult
 from orchestrator.hyperv.scripts import SCRIPT_NAMES, param_names, script_name, script_text
+from tests.support.hyperv_sim import write_build
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("GMI_FSM_UPDATE_GOLDEN") == "1"
