@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from orchestrator import builds  # noqa: E402
 from orchestrator.engine import Engine, Outcome  # noqa: E402
 from orchestrator.recorder import BuildRecorder  # noqa: E402
 from orchestrator.targets.base import Target, TargetError  # noqa: E402
-from orchestrator.targets.ssh import SshTarget  # noqa: E402
+from orchestrator.targets.ssh import SshTarget, remote_command_line  # noqa: E402
 from states.steps import Command, Step, TargetName  # noqa: E402
 from tests.support.sshd import SshdServer, sshd_unavailable_reason  # noqa: E402
 
@@ -148,6 +149,29 @@ async def run_gmi(server: SshdServer, work: Path) -> tuple[float, float]:
         store.close()
 
 
+async def run_breakdown(server: SshdServer) -> dict[str, float]:
+    """Where (a)'s extra time goes: raw asyncssh sending gmi-fsm's wrapped command line,
+    and SshTarget.run with a sink that drops the output (no capture, no events)."""
+    line = remote_command_line(Command("set -e\n" + COMMAND), command_id=secrets.token_hex(8))
+    out: dict[str, float] = {}
+    async with asyncssh.connect(
+        server.host, port=server.port, username=server.user, client_keys=[str(server.client_key)],
+        known_hosts=None,
+    ) as conn:  # fmt: skip
+        t0 = time.perf_counter()
+        for _ in range(N):
+            await conn.run(line, check=True)
+        out["raw_wrapped_line"] = time.perf_counter() - t0
+    ssh = _ssh_target(server)
+    await ssh.wait_until_reachable(30)
+    t0 = time.perf_counter()
+    for _ in range(N):
+        await ssh.run(Command(COMMAND), timeout_s=60, sink=lambda _s, _d: None)
+    out["sshtarget_null_sink"] = time.perf_counter() - t0
+    await ssh.close()
+    return out
+
+
 async def run_raw(server: SshdServer) -> float:
     async with asyncssh.connect(
         server.host,
@@ -181,7 +205,9 @@ def main() -> None:
     if why:
         sys.exit(f"cannot run: {why}")
     load0 = os.getloadavg()
-    results: dict[str, list[float]] = {"gmi_steps": [], "gmi_run": [], "raw": [], "ssh": []}
+    results: dict[str, list[float]] = {
+        "gmi_steps": [], "gmi_run": [], "raw": [], "ssh": [], "raw_wrapped_line": [], "sshtarget_null_sink": [],
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-ssh-") as d:
         work = Path(d)
         server = GuestLikeSshd(work / "sshd")
@@ -200,6 +226,8 @@ def main() -> None:
                         results["gmi_run"].append(run_s)
                     else:
                         results["ssh"].append(run_ssh_binary(server))
+                for k, v in asyncio.run(run_breakdown(server)).items():
+                    results[k].append(v)
                 a, b, c = results["gmi_steps"][-1], results["raw"][-1], results["ssh"][-1]
                 print(
                     f"round {r + 1}: gmi-fsm {a * 1000 / N:.2f} ms/step (whole run "
@@ -218,6 +246,11 @@ def main() -> None:
         f"median over {ROUNDS} rounds of {N} commands: gmi-fsm {per['gmi_steps']} ms/step "
         f"({per['gmi_run']} ms/step counting the whole engine run), raw asyncssh {per['raw']} ms, "
         f"ssh binary {per['ssh']} ms"
+    )
+    print(
+        f"breakdown of (a): raw asyncssh with gmi-fsm's wrapped line (env GMI_COMMAND_ID=.. sh -c ..) "
+        f"{per['raw_wrapped_line']} ms, SshTarget.run with a null sink {per['sshtarget_null_sink']} ms, "
+        f"full engine step {per['gmi_steps']} ms"
     )
     print(
         f"(a)/(b) = {ab:.2f} (goal <= 1.5; whole run {ab_run:.2f});  (c)/(a) = {ca:.1f} (goal >= 10);  "

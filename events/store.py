@@ -6,13 +6,14 @@ Every adapter must pass the one contract suite in ``tests/events/test_store_cont
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+
+import orjson
 
 from events.chain import GENESIS_HASH, canonical_json, event_hash
 from events.errors import ConcurrencyError, StoreError, UnknownBuildError
@@ -156,7 +157,6 @@ def stamp(
     return out
 
 
-_DECODER = json.JSONDecoder()
 _INSERT = (
     "INSERT INTO events (build_id, seq, type, at, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
@@ -235,9 +235,9 @@ class SqliteEventStore:
     def read(
         self, build_id: str, *, after_seq: int = 0, until_seq: int | None = None
     ) -> Iterator[RecordedEvent]:
-        # Replay speed matters (>= 200k events/s): bind the decoder and build the
-        # tuples directly, skipping json.loads' and NamedTuple.__new__'s wrappers.
-        decode = _DECODER.decode
+        # Replay speed matters (>= 200k events/s): orjson decodes about twice as fast
+        # as json, and the tuples are built directly, skipping NamedTuple.__new__.
+        decode = orjson.loads
         new = tuple.__new__
         until = until_seq if until_seq is not None else 2**62
         try:
