@@ -161,7 +161,7 @@ COMPARED_STAGES = ("provision", "install_os", "update", "cloud_init", "hyperv_in
                    "seal", "compact")
 
 _PACKER_MARKS = {
-    "copy": "Copying hard drive",
+    "retrieve": "Retrieving ISO",
     "start_vm": "Starting VM",
     "wait_ssh": "Waiting for SSH",
     "connected": "Connected to SSH",
@@ -198,6 +198,7 @@ def run_packer(work: Path, base: Path, key: Path, spec_for_scripts: Path) -> dic
     env = {**os.environ, "PACKER_CACHE_DIR": str(work / "packer_cache"), "PACKER_LOG": "1",
            "PACKER_LOG_PATH": str(work / "packer.log"), "CHECKPOINT_DISABLE": "1"}  # fmt: skip
     marks: dict[str, float] = {}
+    provs: list[tuple[str, float]] = []
     lines: list[str] = []
     with subprocess.Popen(
         ["packer", "build", "-machine-readable", "-color=false", str(template)],
@@ -211,6 +212,10 @@ def run_packer(work: Path, base: Path, key: Path, spec_for_scripts: Path) -> dic
                 continue
             if "halt" in marks and "halted_next" not in marks:
                 marks["halted_next"] = now
+            if "Provisioning with shell script:" in line:
+                provs.append((line.rsplit("/", 1)[-1].strip().removesuffix(".sh"), now))
+            elif "halt" not in marks and "Gracefully halting" in line:
+                provs.append(("(halt)", now))
             for key_, text in _PACKER_MARKS.items():
                 if text and text in line and key_ not in marks:
                     marks[key_] = now
@@ -236,8 +241,8 @@ def run_packer(work: Path, base: Path, key: Path, spec_for_scripts: Path) -> dic
         "compared_s": round(total, 1),
         "total_s": round(total, 1),
         "breakdown_s": {
-            "setup (seed, template)": round(marks.get("copy", 0.0), 1),
-            "copy disk + start": span("copy", "start_vm"),
+            "setup (seed, template, packer start)": round(marks.get("retrieve", 0.0), 1),
+            "fetch + copy disk + start qemu": span("retrieve", "start_vm"),
             "boot to ssh": span("start_vm", "connected"),
             "guest steps (provisioners)": span("connected", "halt"),
             "seal + power off": span("halt", "halted_next"),
@@ -245,6 +250,9 @@ def run_packer(work: Path, base: Path, key: Path, spec_for_scripts: Path) -> dic
             "vhdx convert + check": round(convert_s, 1),
         },
         "vhdx_bytes": vhdx.stat().st_size,
+        "guest_steps": [
+            {"id": name, "s": round(nxt - at, 1)} for (name, at), (_, nxt) in zip(provs, provs[1:], strict=False)
+        ],
         "loadavg_1m": [round(load0[0], 2), round(_load()[0], 2)],
     }
 

@@ -173,8 +173,9 @@ async def run(
 
 
 def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str = "") -> BuildState:
-    """Record an operator's decision on a paused build."""
-    from events.model import BuildAborted, OperatorDecision  # noqa: PLC0415
+    """Record an operator's decision (retry or skip) on a paused build; an abort goes
+    through :func:`abort`, which also cleans up."""
+    from events.model import OperatorDecision  # noqa: PLC0415
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
 
     recorder = BuildRecorder(store, build_id)
@@ -182,10 +183,11 @@ def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str
     if st.status != PAUSED:
         msg = f"build {build_id} is not paused (it is {st.status}); nothing to decide"
         raise ValueError(msg)
+    if decision == "abort":
+        msg = "an abort is not a decision to record alone: call abort()"
+        raise ValueError(msg)
     stage, _, step = st.paused_step.partition("/")
     recorder.record(OperatorDecision(stage=stage, step=step, decision=decision, operator=who(), note=note))
-    if decision == "abort":
-        recorder.record(BuildAborted(reason=note or "aborted by operator decision", aborted_by=who()))
     return recorder.state
 
 
@@ -205,22 +207,42 @@ def trust_new_host_key(store: SqliteEventStore, build_id: str) -> str:
     return old
 
 
-def abort(store: SqliteEventStore, build_id: str, reason: str) -> BuildState:
+async def abort(store: SqliteEventStore, build_id: str, reason: str, *, clean_up: bool = True) -> BuildState:
+    """Abort a build for good. First, unless ``clean_up`` is off, the host undoes what
+    the build left (the build VM, its work disk), each command recorded; a clean-up
+    that fails is noted in the reason, and the build is aborted all the same."""
     from events.model import BuildAborted, OperatorDecision  # noqa: PLC0415
+    from orchestrator.engine import Engine  # noqa: PLC0415
+    from orchestrator.hosts.factory import make_host  # noqa: PLC0415
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+    from orchestrator.runlock import runner_lock  # noqa: PLC0415
 
-    recorder = BuildRecorder(store, build_id)
-    st = recorder.state
-    if st.terminal:
-        msg = f"build {build_id} has already {st.status}"
-        raise ValueError(msg)
-    if st.status == PAUSED:
-        stage, _, step = st.paused_step.partition("/")
-        recorder.record(
-            OperatorDecision(stage=stage, step=step, decision="abort", operator=who(), note=reason)
-        )
-    recorder.record(BuildAborted(reason=reason, aborted_by=who()))
-    return recorder.state
+    store.require(build_id)
+    with runner_lock(store.path, build_id):
+        recorder = BuildRecorder(store, build_id)
+        st = recorder.state
+        if st.terminal:
+            msg = f"build {build_id} has already {st.status}"
+            raise ValueError(msg)
+        problems: list[str] = []
+        if clean_up:
+            spec, base_dir = frozen_spec(st)
+            check_secrets(spec, base_dir)
+            host = make_host(spec, base_dir, recorder)
+            try:
+                problems = await Engine(recorder, host, who=who()).clean_up_for_abort()
+            finally:
+                await host.close()
+        if problems:
+            reason = f"{reason} (clean-up incomplete: {'; '.join(problems)})"
+        st = recorder.state
+        if st.status == PAUSED:
+            stage, _, step = st.paused_step.partition("/")
+            recorder.record(
+                OperatorDecision(stage=stage, step=step, decision="abort", operator=who(), note=reason)
+            )
+        recorder.record(BuildAborted(reason=reason, aborted_by=who()))
+        return recorder.state
 
 
 def history(store: SqliteEventStore, build_id: str) -> Iterator[RecordedEvent]:

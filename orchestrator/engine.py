@@ -36,7 +36,7 @@ from orchestrator.recorder import BuildRecorder
 from orchestrator.secrets import REDACTOR
 from orchestrator.targets.base import CommandResult, Stream, TargetError
 from states.projection import DONE, RUNNING, BuildState
-from states.stages import FAILED, FIRST_STAGE, PAUSED, REQUESTED, next_stage
+from states.stages import FAILED, FIRST_STAGE, PAUSED, REQUESTED, STAGE_NAMES, next_stage
 from states.steps import Command, Step
 
 
@@ -133,6 +133,19 @@ class Engine:
         except asyncio.CancelledError:
             self._interrupted(self.stop_signal or "cancelled")
             raise
+
+    async def clean_up_for_abort(self) -> list[str]:
+        """Run the host's abort clean-up (recorded like probes); return the problems."""
+        st = self.state
+        stage = st.stage or (st.status if st.status in STAGE_NAMES else "")
+        if not stage or st.terminal:
+            return []
+        problems = []
+        for step in self.host.abort_steps(stage):
+            ok, error, _ = await self._attempt(step, 1, session_step=True)
+            if not ok:
+                problems.append(f"{step.name}: {error}")
+        return problems
 
     def _interrupted(self, signal_name: str) -> None:
         st = self.state

@@ -115,10 +115,18 @@ def _same_stage(m: BuildModel, ev: RecordedEvent) -> None:
         raise IllegalMove(ev.type, m.state, f"event is for stage {stage!r}")
 
 
+def _clean_up_probe(m: BuildModel, ev: RecordedEvent) -> bool:
+    """A probe recorded while a build is paused or failed: the clean-up an abort runs
+    (e.g. removing the build VM), filed under the stage the build left."""
+    return bool(ev.payload.get("probe")) and m.state in (PAUSED, "failed") and ev.payload["stage"] == m.stage
+
+
 def _step_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
+    if _clean_up_probe(m, ev):
+        return
     _same_stage(m, ev)
-    if m.stage_done:
+    if m.stage_done and not p.get("probe"):
         raise IllegalMove("StepStarted", m.state, "the stage is already complete")
     if p.get("probe"):
         return
@@ -131,6 +139,8 @@ def _step_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
 
 def _step_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
+    if _clean_up_probe(m, ev):
+        return
     _same_stage(m, ev)
     if p.get("probe"):
         return

@@ -118,10 +118,11 @@ def resume(
                     ExitCode.BUILD_PAUSED,
                     f"choose: gmi-fsm resume {build_id} --decision retry|skip|abort",
                 )
-            state = builds.decide(store, build_id, decision, note)  # type: ignore[arg-type]
-            if state.terminal:
-                _report_end(state.status, build_id, as_json, ExitCode.OK)
+            if decision == "abort":
+                asyncio.run(builds.abort(store, build_id, note or "aborted by operator decision"))
+                _report_end("aborted", build_id, as_json, ExitCode.OK)
                 return
+            builds.decide(store, build_id, decision, note)  # type: ignore[arg-type]
         elif decision is not None:
             fail(
                 f"build {build_id} is not paused (it is {state.status}); no decision needed",
@@ -138,10 +139,15 @@ def resume(
 @cli.command()
 @click.argument("build_id", metavar="ID")
 @click.option("--reason", default="aborted by operator", help="Recorded with the abort.")
+@click.option("--keep", is_flag=True, help="Do not remove the build VM and work files.")
 @json_option
 @click.pass_context
-def abort(ctx: click.Context, build_id: str, reason: str, as_json: bool) -> None:
-    """Abort build ID for good (it cannot be resumed afterwards)."""
+def abort(ctx: click.Context, build_id: str, reason: str, keep: bool, as_json: bool) -> None:
+    """Abort build ID for good (it cannot be resumed afterwards).
+
+    First the host removes what the build left (the build VM, its work disk), each
+    command recorded; --keep leaves them for inspection.
+    """
     from orchestrator import builds  # noqa: PLC0415
 
     with user_errors():
@@ -149,7 +155,9 @@ def abort(ctx: click.Context, build_id: str, reason: str, as_json: bool) -> None
         state = builds.load_state(store, build_id)
         if state.terminal:
             fail(f"build {build_id} has already {state.status}", ExitCode.BUILD_ENDED)
-        builds.abort(store, build_id, reason)
+        state = asyncio.run(builds.abort(store, build_id, reason, clean_up=not keep))
+        if "clean-up incomplete" in state.reason and not as_json:
+            click.echo(f"warning: {state.reason}", err=True)
     _report_end("aborted", build_id, as_json, ExitCode.OK)
 
 

@@ -31,6 +31,11 @@ class Host(Protocol):
         """A step to run first, in this run, before ``step`` can run (or None)."""
         ...
 
+    def abort_steps(self, stage: str) -> list[Step]:
+        """What to undo when the build is aborted (e.g. remove the build VM), filed
+        under ``stage``. Each must be idempotent."""
+        ...
+
     async def close(self) -> None:
         """Release everything this run started (VMs, connections)."""
         ...

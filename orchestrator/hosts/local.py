@@ -33,5 +33,8 @@ class LocalHost:
     def session_step(self, step: Step) -> Step | None:
         return None
 
+    def abort_steps(self, stage: str) -> list[Step]:
+        return []
+
     async def close(self) -> None:
         await self._local.close()

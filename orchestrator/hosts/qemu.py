@@ -77,6 +77,7 @@ class QemuHost:
             "disk.compact": self._compact,
             "export.disk-only": self._export,
             "validate.boot": self._validate_boot,
+            "work.remove": self._remove_work,
         }
         self._host = LocalTarget(name="host", cwd=str(base_dir), operations=ops)
         if local_operations is None:
@@ -128,7 +129,9 @@ class QemuHost:
                     "validate.boot",
                     "boot a throwaway copy with a fresh seed and check it",
                     timeout_s=self.host_spec.boot_timeout_s + 1200,
-                )
+                ),
+                # Last: a build that fails earlier keeps its work disk for debugging.
+                _op(stage, "work.remove", "remove the build's work disk and scratch files"),
             ]
         return guest
 
@@ -150,6 +153,9 @@ class QemuHost:
             "boot the build VM and log in over SSH",
             timeout_s=self.host_spec.boot_timeout_s + 120,
         )
+
+    def abort_steps(self, stage: str) -> list[Step]:
+        return [_op(stage, "work.remove", "remove the aborted build's VM, work disk and scratch files")]
 
     async def close(self) -> None:
         if self.ssh is not None:
@@ -316,6 +322,19 @@ class QemuHost:
             facts={"vhdx.size": str(size), "vhdx.virtual_size": str(virtual)},
             artifacts=(Artifact("vhdx_compacted", str(self.compact_vhdx), sha, size, "disk"),),
         )
+
+    async def _remove_work(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        from orchestrator.qemu.vm import kill_stale_vm  # noqa: PLC0415
+
+        kill_stale_vm(self.work_dir / "vm")
+        freed = (
+            sum(f.stat().st_size for f in self.work_dir.rglob("*") if f.is_file())
+            if self.work_dir.exists()
+            else 0
+        )
+        await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+        sink("stdout", f"removed {self.work_dir} ({freed} bytes)\n".encode())
+        return CommandResult(0)
 
     async def _validate_boot(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
         return await _validate_copy(self, sink)

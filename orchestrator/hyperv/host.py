@@ -120,6 +120,9 @@ class HyperVHost:
             return None
         return self.planner.address_step(step.stage, "session.guest-address")
 
+    def abort_steps(self, stage: str) -> list[Step]:
+        return [self.planner.remove_step(stage)]
+
     async def close(self) -> None:
         """Release connections; remove the build VM after a failure when the spec says so
         (after success the last stage removed it; after an abort see docs/hyperv.md)."""
