@@ -12,18 +12,32 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def die_with_parent() -> None:
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child die with its parent.
+
+    libc and prctl are resolved before fork: after fork only async-signal-safe work
+    should happen. The getppid() check closes the race where the parent died between
+    fork and prctl (the child would then never get the signal). PDEATHSIG fires when
+    the *thread* that forked the child exits: start children from a long-lived thread
+    (the main thread, or the event loop's).
+    """
     if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # If the parent died before prctl ran, we were re-parented already: stop now.
-    if os.getppid() == 1:
-        os._exit(1)
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent:
+            os._exit(0)
+
+    return preexec
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -90,7 +90,11 @@ def _requested(st: BuildState, _m: BuildModel, ev: RecordedEvent) -> None:
 
 
 def _spec_changed(st: BuildState, _m: BuildModel, ev: RecordedEvent) -> None:
-    st.spec, st.spec_sha256 = ev.payload["spec"], ev.payload["spec_sha256"]
+    st.spec, st.spec_sha256, st.spec_path = (
+        ev.payload["spec"],
+        ev.payload["spec_sha256"],
+        ev.payload["spec_path"],
+    )
 
 
 def _stage_entered(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:

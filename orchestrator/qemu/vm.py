@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -22,12 +21,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from orchestrator.procs import die_with_parent
 from orchestrator.qemu._run import require_tool
 from orchestrator.qemu.accel import AccelChoice, choose_accel
 from orchestrator.qemu.firmware import OvmfFirmware, find_ovmf
@@ -44,7 +44,6 @@ __all__ = [
     "read_vm_record",
 ]
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Unix socket paths are limited to 108 bytes (sun_path); pytest tmp dirs exceed that.
 _MAX_SOCKET_PATH = 100
 _STATE_FILE = "vm.json"
@@ -154,26 +153,6 @@ def free_tcp_port() -> int:
 def _qemu_opt(value: Path | str) -> str:
     """Escape a value inside a qemu -opt list: commas are doubled."""
     return str(value).replace(",", ",,")
-
-
-def _pdeathsig_preexec() -> Callable[[], None]:
-    """A preexec_fn that makes the child die with its parent.
-
-    libc and prctl are resolved before fork: after fork only async-signal-safe work
-    should happen. The getppid() check closes the race where the parent died between
-    fork and prctl (the child would then never get the signal).
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(126)
-        if os.getppid() != parent:
-            os._exit(0)
-
-    return preexec
 
 
 class QemuVm:
@@ -337,7 +316,7 @@ class QemuVm:
                 stderr=subprocess.STDOUT,
                 cwd=self.state_dir,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509
+                preexec_fn=die_with_parent(),  # noqa: PLW1509
             )
 
     async def _wait_qmp_ready(self, timeout_s: float) -> None:

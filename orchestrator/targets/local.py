@@ -45,7 +45,7 @@ class LocalTarget:
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self.cwd,
                 start_new_session=True,  # its own group: a timeout kills all of it
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             raise TargetError(f"cannot start /bin/sh: {exc.strerror}") from exc

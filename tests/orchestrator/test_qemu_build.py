@@ -172,24 +172,27 @@ def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, 
     data["guest"]["ssh_private_key"] = f"file:{wrong_key}"
     bad.write_text(yaml.safe_dump(data))
 
-    # 1. A key the guest refuses: a clear error, no retries, resumable with the right key.
-    first = run_cli("run", bad, db=db, timeout=900)
+    # 1. The connection dropped mid-command: that step fails with "connection lost".
+    first = run_cli("run", good, db=db, timeout=900)
     assert first.returncode == 4, first.stderr[-2000:]
-    assert "gmi" in first.stderr and "refused" in first.stderr.lower()
+    assert "connection lost" in first.stderr
+    assert "drop-connection" in first.stderr
     build_id = build_id_of(db)
     assert status(db, build_id)["status"] == "failed"
 
-    # 2. The connection dropped mid-command: that step fails with "connection lost".
-    second = run_cli("run", "--resume", build_id, "--update-spec", good, db=db, timeout=900)
+    # 2. A key the guest refuses (the spec changed to another key mid-build): a clear
+    #    error, no retries; resumable with the right key.
+    second = run_cli("run", "--resume", build_id, "--update-spec", bad, db=db, timeout=900)
     assert second.returncode == 4, second.stderr[-2000:]
-    assert "connection lost" in second.stderr
-    assert "drop-connection" in second.stderr
+    assert "refused the login as 'gmi'" in second.stderr
+    assert status(db, build_id)["status"] == "failed"
+    back = run_cli("run", "--resume", build_id, "--update-spec", good, "--json", db=db, timeout=900)
+    assert back.returncode == 4, back.stderr[-2000:]
 
-    # 3. Resume: that hook is done now (idempotent, its marker is there). The next one
-    #    replaces the host keys, as a rebuilt VM would, and drops the connection.
-    third = run_cli("run", "--resume", build_id, db=db, timeout=900)
-    assert third.returncode == 4, third.stderr[-2000:]
-    assert "rotate-host-keys" in third.stderr
+    # 3. With the right key again, the dropped hook re-runs (its marker says done), and
+    #    the next one replaces the host keys, as a rebuilt VM would, and drops the
+    #    connection.
+    assert "rotate-host-keys" in json.loads(back.stdout)["message"]
 
     # 4. Resume: the guest now presents another host key; the login is refused,
     #    naming both fingerprints and how to proceed.
