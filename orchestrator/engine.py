@@ -191,52 +191,59 @@ class Engine:
 
     async def _run_planned(self, step: Step) -> RunResult | None:
         record = self.state.steps.get(step.id)
-        first_attempt = 1
-        if record is not None:
-            if record.status == DONE:
-                return None
-            first_attempt = record.attempts + 1
-            if record.status == RUNNING:
-                decided = await self._settle_in_doubt(step, record.attempts)
-                if decided is not None:
-                    return decided if isinstance(decided, RunResult) else None
-            # FAILED_STEP (a resumed failed build) and RETRY (operator) run again.
+        if record is not None and record.status == DONE:
+            return None
+        in_doubt = record is not None and record.status == RUNNING
+        if in_doubt and not step.idempotent and step.check is None:
+            return self._pause_for_operator(step, record.attempts if record else 0)
+        # The session (e.g. the booted, logged-in guest) comes before anything is sent
+        # to the step's target, a check probe included.
+        failed = await self._ensure_session(step)
+        if failed is not None:
+            return failed
+        if in_doubt and record is not None and await self._settle_in_doubt(step, record.attempts):
+            return None
+        # FAILED_STEP (a resumed failed build) and RETRY (operator) run again.
+        return await self._attempts(step, record.attempts + 1 if record else 1)
+
+    async def _ensure_session(self, step: Step) -> RunResult | None:
         session = self.host.session_step(step)
         # Once per run, not per stage: the name says what the session is.
-        if session is not None and session.name not in self._sessions_done:
-            failed = await self._attempts(session, 1, session_step=True)
-            if failed is not None:
-                return failed
+        if session is None or session.name in self._sessions_done:
+            return None
+        failed = await self._attempts(session, 1, session_step=True)
+        if failed is None:
             self._sessions_done.add(session.name)
-        return await self._attempts(step, first_attempt)
+        return failed
 
-    async def _settle_in_doubt(self, step: Step, attempt: int) -> RunResult | bool | None:
-        """A step started in an earlier run never finished. Returns None to run it
-        again, True if it turned out done, or a RunResult to stop (paused)."""
-        st = self.state
+    async def _settle_in_doubt(self, step: Step, attempt: int) -> bool:
+        """A step started in an earlier run never finished, and it is idempotent or has
+        a check. True if its check found the effect (it is done now); False to run it
+        again (the in-doubt attempt is closed first, so the log says why)."""
         if step.idempotent:
             self._close_in_doubt(step, attempt, "in doubt after an interrupted run; re-running (idempotent)")
-            return None
-        if step.check is not None:
-            done = await self._probe(step)
-            if done:
-                self.recorder.record(
-                    StepFinished(
-                        stage=step.stage,
-                        step=step.name,
-                        attempt=attempt,
-                        outcome="already_done",
-                        exit_code=None,
-                        duration_s=0.0,
-                        error="in doubt after an interrupted run; its check found the effect",
-                    )
+            return False
+        if await self._probe(step):
+            self.recorder.record(
+                StepFinished(
+                    stage=step.stage,
+                    step=step.name,
+                    attempt=attempt,
+                    outcome="already_done",
+                    exit_code=None,
+                    duration_s=0.0,
+                    error="in doubt after an interrupted run; its check found the effect",
                 )
-                self.observer.step_finished(step, "already_done", 0.0, "check: already done")
-                return True
-            self._close_in_doubt(
-                step, attempt, "in doubt after an interrupted run; its check found no effect: re-running"
             )
-            return None
+            self.observer.step_finished(step, "already_done", 0.0, "check: already done")
+            return True
+        self._close_in_doubt(
+            step, attempt, "in doubt after an interrupted run; its check found no effect: re-running"
+        )
+        return False
+
+    def _pause_for_operator(self, step: Step, attempt: int) -> RunResult:
+        st = self.state
         reason = (
             f"step {step.id} was started (attempt {attempt}) but never finished, and it is "
             "neither idempotent nor has a check: running it again could do it twice"
