@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from orchestrator.spec import BuildSpec, HookSpec
-from states.steps import Command, RetryPolicy, Step
+from states.steps import Command, RetryPolicy, Step, durable
 
 
 def hook_step(hook: HookSpec) -> Step:
+    # A guest hook's effect must be on the guest's disk before it is recorded as done.
+    run = durable(hook.run) if hook.target == "guest" else hook.run
     return Step(
         stage=hook.stage,
         name=f"hook.{hook.when}.{hook.name}",
         target=hook.target,
-        command=Command(hook.run, args=tuple(hook.args), sudo=hook.sudo),
+        command=Command(run, args=tuple(hook.args), sudo=hook.sudo),
         description=f"user hook {hook.name} ({hook.when} {hook.stage})",
         timeout_s=hook.timeout_s,
         retry=RetryPolicy(attempts=hook.retries + 1, initial_s=hook.retry_delay_s),

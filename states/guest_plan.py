@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from states.stages import STAGE_NAMES
-from states.steps import Command, RetryPolicy, Step
+from states.steps import Command, RetryPolicy, Step, durable
 
 FAMILIES = ("apt", "dnf", "zypper")
 _KEYS = {
@@ -91,9 +91,9 @@ def _args(names: Sequence[str], options: Options) -> tuple[str, ...]:
 
 
 def _strict(script: str) -> str:
-    # Every data script stops at its first failing command, so a failed install can
-    # never be reported as success by a later `echo`.
-    return "set -e\n" + script
+    # Every data script stops at its first failing command (a failed install can never
+    # be reported as success by a later `echo`) and syncs before it ends.
+    return durable(script)
 
 
 def guest_steps(family: str, stage: str, options: Options, *, default_timeout_s: float = 1800) -> list[Step]:

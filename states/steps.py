@@ -104,6 +104,18 @@ class Step:
         return f"{self.stage}/{self.name}"
 
 
+def durable(script: str) -> str:
+    """A guest script that stops at its first failing command (``set -e``) and flushes
+    the guest's page cache before it reports its end.
+
+    Why the flush: once StepFinished is committed the step never runs again, so its
+    effect must be on the guest's disk by then — if the orchestrator is killed right
+    after, the VM dies with it and unwritten pages would be lost. The script runs in a
+    subshell so that its own ``exit`` still reaches the ``sync``.
+    """
+    return f"(\nset -e\n{script.rstrip()}\n)\nrc=$?\nsync\nexit $rc\n"
+
+
 def operation_step(
     stage: str,
     name: str,

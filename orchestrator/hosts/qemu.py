@@ -162,6 +162,10 @@ class QemuHost:
             await self.ssh.close()
             self.ssh = None
         if self.vm is not None:
+            # A run that ends (failed, paused, interrupted) powers the build VM down
+            # cleanly, so the next run boots a disk the guest shut down itself.
+            if self.vm.is_running:
+                await self.vm.powerdown(deadline_s=90)
             await self.vm.close()
             self.vm = None
 

@@ -156,14 +156,14 @@ def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, 
         {   # drops its own SSH connection mid-command, once
             "name": "drop-connection", "stage": "install_os", "when": "after", "target": "guest",
             "sudo": True, "idempotent": True,
-            "run": "if [ -f /var/tmp/gmi-dropped ]; then exit 0; fi; touch /var/tmp/gmi-dropped; "
+            "run": "if [ -f /var/tmp/gmi-dropped ]; then exit 0; fi; touch /var/tmp/gmi-dropped; sync; "
                    "sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
         },
         {   # replaces the host keys (as a rebuilt VM would), then drops the connection
             "name": "rotate-host-keys", "stage": "update", "when": "before", "target": "guest",
             "sudo": True, "idempotent": True,
             "run": "if [ -f /var/tmp/gmi-rotated ]; then exit 0; fi; touch /var/tmp/gmi-rotated; "
-                   "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A; sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
+                   "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A; sync; sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
         },
     ]
     good = write_spec(tmp_path, lab, hooks=hooks, prepare={"update": False})

@@ -40,7 +40,8 @@ def test_every_script_is_valid_posix_sh(family: str) -> None:
     for stage in STAGE_NAMES:
         for hv in ("package", "source"):
             for step in guest_steps(family, stage, {**OPTIONS, "prepare.hyperv_daemons": hv}):
-                assert step.command.text.startswith("set -e\n")
+                assert step.command.text.startswith("(\nset -e\n")
+                assert step.command.text.endswith("sync\nexit $rc\n")
                 # `sh -n` parses without running.
                 proc = subprocess.run(["sh", "-n", "-c", step.command.text], capture_output=True, text=True)
                 assert proc.returncode == 0, f"{family} {step.id}: {proc.stderr}"
