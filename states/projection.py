@@ -125,9 +125,12 @@ def _clean_up_probe(m: BuildModel, ev: RecordedEvent) -> bool:
     return bool(ev.payload.get("probe")) and m.state in (PAUSED, "failed") and ev.payload["stage"] == m.stage
 
 
+_HALTED = frozenset({PAUSED, "failed"})
+
+
 def _step_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
-    if _clean_up_probe(m, ev):
+    if m.state in _HALTED and _clean_up_probe(m, ev):
         return
     _same_stage(m, ev)
     if m.stage_done and not p.get("probe"):
@@ -143,7 +146,7 @@ def _step_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
 
 def _step_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
-    if _clean_up_probe(m, ev):
+    if m.state in _HALTED and _clean_up_probe(m, ev):
         return
     _same_stage(m, ev)
     if p.get("probe"):
@@ -249,6 +252,7 @@ class Projector:
     def __init__(self, build_id: str) -> None:
         self._state = BuildState(build_id)
         self._model = BuildModel()
+        self._last: RecordedEvent | None = None
 
     def apply(self, ev: RecordedEvent) -> None:
         st, model = self._state, self._model
@@ -267,12 +271,14 @@ class Projector:
         except (KeyError, TypeError) as exc:
             raise CorruptStreamError(st.build_id, ev.seq, f"malformed {ev.type}: {exc}") from None
         st.events = ev.seq
-        st.head_seq, st.head_hash, st.updated_at = ev.seq, ev.hash, ev.at
+        self._last = ev
 
     @property
     def state(self) -> BuildState:
-        st, model = self._state, self._model
+        st, model, last = self._state, self._model, self._last
         st.status, st.stage, st.stage_done = model.state, model.stage, model.stage_done
+        if last is not None:
+            st.head_seq, st.head_hash, st.updated_at = last.seq, last.hash, last.at
         return st
 
 
