@@ -42,13 +42,13 @@ def _status_kib(field: str) -> int:
 
 def child(port: int, key: str, user: str, fingerprint: str, work: str, size: int) -> None:
     """The measured process: imports everything a build run imports, then one step."""
-    from events.store import SqliteEventStore  # noqa: PLC0415
-    from orchestrator import builds  # noqa: PLC0415
-    from orchestrator.engine import Engine, Outcome  # noqa: PLC0415
-    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
-    from orchestrator.targets.base import Target, TargetError  # noqa: PLC0415
-    from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
-    from states.steps import Command, Step, TargetName  # noqa: PLC0415
+    from events.store import SqliteEventStore
+    from orchestrator import builds
+    from orchestrator.engine import Engine, Outcome
+    from orchestrator.recorder import BuildRecorder
+    from orchestrator.targets.base import Target, TargetError
+    from orchestrator.targets.ssh import SshTarget
+    from states.steps import Command, Step, TargetName
 
     class OneStepHost:
         kind = "bench"
@@ -116,7 +116,7 @@ def child(port: int, key: str, user: str, fingerprint: str, work: str, size: int
 
 
 def main() -> None:
-    from tests.support.sshd import sshd_unavailable_reason, start_sshd  # noqa: PLC0415
+    from tests.support.sshd import sshd_unavailable_reason, start_sshd
 
     mib = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     size = mib * MIB

@@ -94,7 +94,7 @@ def measure(db: Path, build_id: str) -> dict[str, Any]:
 
 
 def run_builds(modes: list[str], lab: Path, work: Path) -> list[tuple[Path, str]]:
-    from bench_vs_packer import run_gmi  # noqa: PLC0415
+    from bench_vs_packer import run_gmi
 
     (base,) = lab.glob("*.qcow2")
     key = lab / "lab_ed25519"
@@ -106,7 +106,7 @@ def run_builds(modes: list[str], lab: Path, work: Path) -> list[tuple[Path, str]
             print(f"built {r['build_id']} (free_space {mode}) in {r['total_s']} s", flush=True)
         except RuntimeError as exc:  # a failed validate still leaves the VHDX and the facts
             print(f"build with free_space {mode}: {exc}", flush=True)
-        from events.store import SqliteEventStore  # noqa: PLC0415
+        from events.store import SqliteEventStore
 
         store = SqliteEventStore(d / "events.db", readonly=True)
         (bid,) = store.build_ids()

@@ -80,7 +80,7 @@ def _ts(at: str) -> float:
 
 
 def run_gmi(work: Path, base: Path, key: Path, free_space: str = "zero-fill") -> dict[str, Any]:
-    from events.store import SqliteEventStore  # noqa: PLC0415
+    from events.store import SqliteEventStore
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -172,10 +172,11 @@ _PACKER_MARKS = {
 
 
 def run_packer(work: Path, base: Path, key: Path, spec_for_scripts: Path) -> dict[str, Any]:
-    from orchestrator.hosts.qemu import _cloud_config  # noqa: PLC0415 - the seed gmi-fsm writes
-    from orchestrator.qemu.firmware import find_ovmf  # noqa: PLC0415
-    from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso  # noqa: PLC0415
-    from packer.template import write_template  # noqa: PLC0415
+    from packer.template import write_template
+
+    from orchestrator.hosts.qemu import _cloud_config
+    from orchestrator.qemu.firmware import find_ovmf
+    from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -38,8 +38,8 @@ def write_template(
     ovmf_vars: Path,
 ) -> Path:
     """Render the spec's guest steps to files under ``work`` and write ``work/template.json``."""
-    from orchestrator.guest import guest_steps  # noqa: PLC0415
-    from orchestrator.spec import load_spec  # noqa: PLC0415
+    from orchestrator.guest import guest_steps
+    from orchestrator.spec import load_spec
 
     spec, _ = load_spec(spec_path)
     assert spec.guest is not None and spec.host.kind == "qemu"
