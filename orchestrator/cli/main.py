@@ -21,11 +21,15 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Failure(click.ClickException):
-    """A user-facing error: what, where, how to fix, and a documented exit code."""
+class Failure(Exception):
+    """A user-facing error: what, where, how to fix, and a documented exit code.
+
+    Not a click.ClickException: click declares its ``exit_code`` a class constant, and
+    every Failure carries its own."""
 
     def __init__(self, message: str, code: ExitCode, hint: str = "") -> None:
         super().__init__(message)
+        self.message = message
         self.exit_code = int(code)
         self.hint = hint
 
