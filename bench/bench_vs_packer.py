@@ -291,9 +291,9 @@ def main() -> None:
     gmi = [r["compared_s"] for r in results if r["side"] == "gmi-fsm"]
     pk = [r["compared_s"] for r in results if r["side"] == "packer"]
     ratios = [g / p for g, p in zip(gmi, pk, strict=True)]
-    ratio = sorted(ratios)[len(ratios) // 2]
+    ratio = sum(gmi) / sum(pk)  # all rounds together: the pairs' noise is larger than their difference
     print(f"gmi-fsm / Packer ({version}) wall time, provision..compact vs packer build + vhdx: "
-          f"{', '.join(f'{x:.2f}' for x in ratios)} (goal <= 1.0)")  # fmt: skip
+          f"per round {', '.join(f'{x:.2f}' for x in ratios)}; all rounds {ratio:.2f} (goal <= 1.0)")  # fmt: skip
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print(
         json.dumps(
@@ -304,6 +304,7 @@ def main() -> None:
                 "gmi_compared_s": gmi,
                 "packer_s": pk,
                 "ratio": round(ratio, 3),
+                "ratio_per_round": [round(x, 3) for x in ratios],
                 "goal": "<= 1.0",
                 "pass": ratio <= 1.0,
                 "gmi_total_s": [r["total_s"] for r in results if r["side"] == "gmi-fsm"],
