@@ -96,6 +96,9 @@ class StepsHost:
     def session_step(self, step: Step) -> Step | None:
         return None
 
+    def abort_steps(self, stage: str) -> list[Step]:
+        return []
+
     async def close(self) -> None:
         await self._ssh.close()
 

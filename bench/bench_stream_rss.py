@@ -67,6 +67,9 @@ def child(port: int, key: str, user: str, fingerprint: str, work: str, size: int
         def session_step(self, step: Step) -> Step | None:
             return None
 
+        def abort_steps(self, stage: str) -> list[Step]:
+            return []
+
         async def close(self) -> None:
             await self.ssh.close()
 

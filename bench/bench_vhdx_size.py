@@ -35,7 +35,8 @@ def audit(db: Path, build_id: str) -> dict[str, Any]:
         ["gmi-fsm", "--db", str(db), "audit", build_id, "--format", "json"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    return json.loads(out)
+    data: dict[str, Any] = json.loads(out)
+    return data
 
 
 def data_bytes(vhdx: Path) -> tuple[int, int]:
@@ -128,7 +129,9 @@ def main() -> None:
         work = Path(args.work)
         lab = Path(args.lab) if args.lab else work / "lab"
         if not (lab / "lab_ed25519").exists():
-            subprocess.run(["gmi-fsm", "lab", "base-image", "--out", str(lab)], check=True, capture_output=True)
+            subprocess.run(
+                ["gmi-fsm", "lab", "base-image", "--out", str(lab)], check=True, capture_output=True
+            )
         targets = run_builds(args.run.split(","), lab, work)
     else:
         if not args.db or not args.build:

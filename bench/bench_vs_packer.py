@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _lab(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def _ts(at: str) -> float:
-    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    return float(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
 
 
 def run_gmi(work: Path, base: Path, key: Path, free_space: str = "zero-fill") -> dict[str, Any]:
@@ -116,17 +117,26 @@ def run_gmi(work: Path, base: Path, key: Path, free_space: str = "zero-fill") ->
             sid = f"{p['stage']}/{p['step']}"
             steps.append({"id": sid, "target": targets[sid], "s": p["duration_s"], "outcome": p["outcome"]})
     facts = {ev.payload["key"]: ev.payload["value"] for ev in events if ev.type == "FactRecorded"}
-    vhdx = [ev.payload for ev in events if ev.type == "ArtifactRecorded" and ev.payload["name"] == "vhdx_compacted"]
+    vhdx = [
+        ev.payload
+        for ev in events
+        if ev.type == "ArtifactRecorded" and ev.payload["name"] == "vhdx_compacted"
+    ]
 
-    def step_s(pred: Any) -> float:
-        return round(sum(s["s"] for s in steps if pred(s)), 1)
+    def step_s(pred: Callable[[dict[str, Any]], bool]) -> float:
+        return round(float(sum(s["s"] for s in steps if pred(s))), 1)
 
     compared = stage_t["compact"][1] - wall0
     stages = {k: round(v[1] - v[0], 1) for k, v in stage_t.items() if len(v) == 2}
     guest_s = step_s(lambda s: s["target"] == "guest" and not s["id"].startswith("seal/"))
     boot_s = step_s(lambda s: s["id"].endswith("vm.ensure-running"))
-    in_compared = lambda s: s["id"].split("/")[0] in COMPARED_STAGES  # noqa: E731
-    host_ops_s = step_s(lambda s: s["target"] != "guest" and in_compared(s) and not s["id"].startswith("seal/"))
+
+    def in_compared(s: dict[str, Any]) -> bool:
+        return str(s["id"]).split("/")[0] in COMPARED_STAGES
+
+    host_ops_s = step_s(
+        lambda s: s["target"] != "guest" and in_compared(s) and not s["id"].startswith("seal/")
+    )
     seal_s = step_s(lambda s: s["id"].startswith("seal/"))
     return {
         "side": "gmi-fsm",
@@ -157,8 +167,16 @@ def run_gmi(work: Path, base: Path, key: Path, free_space: str = "zero-fill") ->
     }
 
 
-COMPARED_STAGES = ("provision", "install_os", "update", "cloud_init", "hyperv_integration", "cleanup",
-                   "seal", "compact")
+COMPARED_STAGES = (
+    "provision",
+    "install_os",
+    "update",
+    "cloud_init",
+    "hyperv_integration",
+    "cleanup",
+    "seal",
+    "compact",
+)
 
 _PACKER_MARKS = {
     "retrieve": "Retrieving ISO",
@@ -252,7 +270,8 @@ def run_packer(work: Path, base: Path, key: Path, spec_for_scripts: Path) -> dic
         },
         "vhdx_bytes": vhdx.stat().st_size,
         "guest_steps": [
-            {"id": name, "s": round(nxt - at, 1)} for (name, at), (_, nxt) in zip(provs, provs[1:], strict=False)
+            {"id": name, "s": round(nxt - at, 1)}
+            for (name, at), (_, nxt) in zip(provs, provs[1:], strict=False)
         ],
         "loadavg_1m": [round(load0[0], 2), round(_load()[0], 2)],
     }

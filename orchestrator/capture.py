@@ -58,7 +58,9 @@ class _StreamCapture:
         # Facts come from short commands: keep the whole text only when it is small.
         self.text = path.read_text("utf-8", "replace") if self._size <= FACT_TEXT_LIMIT else None
         try:
-            if blobs is not None and self._size:
+            # Output that fits in the head is whole in the event already: a blob would
+            # only repeat it (and cost a transaction per step).
+            if blobs is not None and self._size > HEAD_BYTES:
                 blobs.put_file(path, digest)
         finally:
             path.unlink(missing_ok=True)

@@ -56,10 +56,11 @@ _KILL_TAGGED = (
 def remote_command_line(command: Command, *, command_id: str = "") -> str:
     """The exact line sent to the guest for a ``shell`` command.
 
-    ``[sudo -n --] [env GMI_COMMAND_ID=<id>] sh -c <script> gmi <args...>``, every
-    element ``shlex.quote``'d, so arguments reach the script verbatim as ``"$1"``...
-    whatever they contain. ``sudo -n`` never prompts: a missing NOPASSWD rule fails at
-    once instead of hanging. The id is set after sudo, which would reset it.
+    ``GMI_COMMAND_ID=<id> sh -c <script> gmi <args...>`` (with sudo:
+    ``sudo -n -- env GMI_COMMAND_ID=<id> sh -c ...``), every element ``shlex.quote``'d,
+    so arguments reach the script verbatim as ``"$1"``... whatever they contain.
+    ``sudo -n`` never prompts: a missing NOPASSWD rule fails at once instead of hanging.
+    The id is set after sudo, which would reset it.
     """
     if command.kind != "shell":
         raise TargetError(
@@ -67,11 +68,16 @@ def remote_command_line(command: Command, *, command_id: str = "") -> str:
             hint="send PowerShell scripts and host operations to the host target",
         )
     argv = ["sh", "-c", command.text, "gmi", *command.args]
-    if command_id:
-        argv = ["env", f"{COMMAND_ID_VAR}={command_id}", *argv]
+    line = " ".join(shlex.quote(part) for part in argv)
+    if not command_id:
+        return " ".join(shlex.quote(p) for p in ["sudo", "-n", "--", *argv]) if command.sudo else line
     if command.sudo:
-        argv = ["sudo", "-n", "--", *argv]
-    return " ".join(shlex.quote(part) for part in argv)
+        # sudo resets the environment: the id goes in after it, through env(1).
+        argv = ["sudo", "-n", "--", "env", f"{COMMAND_ID_VAR}={command_id}", *argv]
+        return " ".join(shlex.quote(part) for part in argv)
+    # Without sudo, a shell assignment prefix sets it: one program start fewer than
+    # env(1) on every command (the remote login shell reads this line).
+    return f"{COMMAND_ID_VAR}={shlex.quote(command_id)} {line}"
 
 
 class _HideCommandLines(logging.Filter):

@@ -178,7 +178,9 @@ def test_remote_command_line_quotes_every_element():
     line = remote_command_line(Command('echo "$1"', args=("a b",), sudo=True))
     assert line == "sudo -n -- sh -c 'echo \"$1\"' gmi 'a b'"
     tagged = remote_command_line(Command("true", args=("x",)), command_id="c0ffee")
-    assert tagged == "env GMI_COMMAND_ID=c0ffee sh -c true gmi x"
+    assert tagged == "GMI_COMMAND_ID=c0ffee sh -c true gmi x"
+    with_sudo = remote_command_line(Command("true", sudo=True), command_id="c0ffee")
+    assert with_sudo == "sudo -n -- env GMI_COMMAND_ID=c0ffee sh -c true gmi"
 
 
 @pytest.mark.sshd
