@@ -207,6 +207,12 @@ class SqliteEventStore:
                 raise
         except sqlite3.IntegrityError as exc:
             first = stamped[0]
+            if "UNIQUE" not in str(exc):
+                # Not the (build_id, seq) race: another constraint or a trigger refused.
+                raise StoreError(
+                    f"build {first.build_id}: the event database refused event seq {first.seq}: {exc}",
+                    hint="`gmi-fsm verify --all` checks the log; the database may have been altered",
+                ) from exc
             raise ConcurrencyError(
                 f"build {first.build_id}: another runner appended event seq {first.seq} "
                 "first; nothing was written by this run",
