@@ -202,25 +202,6 @@ Event = Annotated[
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
-EVENT_TYPES: tuple[str, ...] = (
-    "BuildRequested",
-    "SpecChanged",
-    "StageEntered",
-    "StepStarted",
-    "StepFinished",
-    "StageCompleted",
-    "StageFailed",
-    "BuildPaused",
-    "OperatorDecision",
-    "BuildResumed",
-    "RunInterrupted",
-    "FactRecorded",
-    "ArtifactRecorded",
-    "BuildSucceeded",
-    "BuildFailed",
-    "BuildAborted",
-)
-
 
 def event_payload(event: Event) -> dict[str, Any]:
     """The JSON-ready payload of an event, as stored (without its ``type``)."""

@@ -171,7 +171,6 @@ def _report_end(status: str, build_id: str, as_json: bool, code: ExitCode) -> No
 
 
 def _drive(store: SqliteEventStore, build_id: str, *, verbose: bool, as_json: bool) -> None:
-    from orchestrator import builds  # noqa: PLC0415
     from orchestrator.engine import BuildHasEnded, BuildIsPaused, Outcome  # noqa: PLC0415
 
     observer = _observer(build_id, verbose=verbose, as_json=as_json)
@@ -212,7 +211,6 @@ def _drive(store: SqliteEventStore, build_id: str, *, verbose: bool, as_json: bo
     elif result.outcome is Outcome.PAUSED:
         click.echo(f"build {build_id} paused: {result.message}", err=True)
         click.echo(f"hint: gmi-fsm resume {build_id} --decision retry|skip|abort", err=True)
-    del builds
     if code:
         sys.exit(int(code))
 

@@ -382,7 +382,7 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
     user and key) and run the checklist's checks in it."""
     import secrets as random  # noqa: PLC0415
 
-    from orchestrator.gmi.checks import Expectations, Output, evaluate, probes  # noqa: PLC0415
+    from orchestrator.gmi.checks import Output, evaluate, probes  # noqa: PLC0415
     from orchestrator.qemu._run import run_tool  # noqa: PLC0415
     from orchestrator.qemu.disk import create_work_copy  # noqa: PLC0415
     from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso  # noqa: PLC0415
@@ -421,26 +421,8 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
         )
     )
     seen_keys: list[str] = []
-    ssh = SshTarget(
-        "127.0.0.1",
-        port=0,
-        user=VALIDATE_USER,
-        key_path=key,
-        on_new_host_key=lambda fp, _alg: seen_keys.append(fp),
-    )
-    facts = host.recorder.state.facts
-    expect = Expectations(
-        hostname=hostname,
-        user=VALIDATE_USER,
-        daemons=tuple(
-            d.removesuffix(".service")
-            for d in facts.get("hyperv.daemons", "").split(",")
-            if d.endswith("daemon.service")
-        ),
-        build_machine_id=facts.get("guest.machine_id", ""),
-        build_host_key_fingerprint=facts.get(HOST_KEY_FACT, ""),
-        hyperv=False,
-    )
+    ssh: SshTarget | None = None
+    expect = _expectations(host, hostname)
     outputs: dict[str, Output] = {}
     try:
         await vm.start()
@@ -465,7 +447,8 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
             res = await ssh.run(Command(probe.command, sudo=probe.sudo), timeout_s=probe.timeout_s, sink=buf)
             outputs[probe.name] = Output(buf.text("stdout"), res.exit_code, buf.text("stderr"))
     finally:
-        await ssh.close()
+        if ssh is not None:
+            await ssh.close()
         await vm.close()
     checks = evaluate(outputs, expect)
     checks.insert(0, _login_check(seen_keys))
@@ -477,6 +460,25 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
     if bad:
         return CommandResult(1, error="; ".join(f"{c.name}: {c.evidence}" for c in bad), facts=found)
     return CommandResult(0, facts=found)
+
+
+def _expectations(host: QemuHost, hostname: str) -> Any:
+    """What the fresh copy must show, and what must differ from the build VM."""
+    from orchestrator.gmi.checks import Expectations  # noqa: PLC0415
+
+    facts = host.recorder.state.facts
+    return Expectations(
+        hostname=hostname,
+        user=VALIDATE_USER,
+        daemons=tuple(
+            d.removesuffix(".service")
+            for d in facts.get("hyperv.daemons", "").split(",")
+            if d.endswith("daemon.service")
+        ),
+        build_machine_id=facts.get("guest.machine_id", ""),
+        build_host_key_fingerprint=facts.get(HOST_KEY_FACT, ""),
+        hyperv=False,
+    )
 
 
 def _login_check(seen_keys: list[str]) -> Any:
