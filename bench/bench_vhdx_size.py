@@ -1,11 +1,13 @@
-"""VHDX size vs the bytes in use in the guest filesystem.
+"""VHDX size vs the bytes in use in the guest filesystems.
 
 For each build: `fs.used_bytes` (recorded by cleanup/facts-image, `df` of / before the
-zero-fill) and the VHDX (artifact `vhdx`) read from `gmi-fsm audit ID --format json`,
-plus the data the VHDX really holds (`qemu-img map`: allocated, non-zero extents), so
-the gap splits into "not in df" (ESP, ext4 journal/metadata, partition table) and
-"container" (VHDX headers, BAT, 1 MiB block rounding). Goal: VHDX within 10% of
-fs.used_bytes.
+zero-fill), `fs.used_bytes_all` (the same step: `df` used summed over every block-device
+filesystem, i.e. / and the ESP; builds before it was recorded lack it) and the VHDX
+(artifact `vhdx`) read from `gmi-fsm audit ID --format json`, plus the data the VHDX
+really holds (non-zero 4 KiB blocks of its sparse raw expansion), so the gap splits into
+"not in df" (ext4 journal/metadata, partition table) and "container" (VHDX headers, BAT,
+1 MiB block rounding). Goal: VHDX within 10% of fs.used_bytes_all (of fs.used_bytes
+when the build did not record it); the root-only ratio is printed too.
 
 Either read finished builds:
     python bench/bench_vhdx_size.py --db EVENTS.db --build ID [--build ID2 ...]
@@ -75,6 +77,8 @@ def measure(db: Path, build_id: str) -> dict[str, Any]:
     facts = a["facts"]
     (vhdx,) = [x for x in a["artifacts"] if x["name"] == "vhdx"]
     used = int(facts["fs.used_bytes"])
+    used_all = int(facts["fs.used_bytes_all"]) if facts.get("fs.used_bytes_all") else None
+    basis = used_all or used
     size = int(vhdx["size"])
     path = Path(vhdx["path"])
     data4k, data1m = data_bytes(path) if path.exists() else (None, None)
@@ -85,11 +89,15 @@ def measure(db: Path, build_id: str) -> dict[str, Any]:
         "build_id": build_id,
         "free_space": spec_free,
         "fs_used_bytes": used,
+        "fs_used_bytes_all": used_all,
         "vhdx_bytes": size,
         "vhdx_nonzero_4k_bytes": data4k,
         "vhdx_nonzero_1m_blocks_bytes": data1m,
+        "journal_zeroed_bytes": int(facts.get("compact.journal_zeroed_bytes", 0)),
         "ratio": round(size / used, 3),
-        "within_goal": abs(size / used - 1) <= GOAL,
+        "ratio_all": round(size / used_all, 3) if used_all else None,
+        "goal_basis": "fs.used_bytes_all" if used_all else "fs.used_bytes",
+        "within_goal": abs(size / basis - 1) <= GOAL,
         "status": a["status"],
     }
 
@@ -146,12 +154,19 @@ def main() -> None:
             if r["vhdx_nonzero_4k_bytes"] is not None
             else "n/a"
         )
-        print(
-            f"{r['build_id']} (free space: {r['free_space']}): fs used {r['fs_used_bytes'] / mb:.1f} MB, "
-            f"VHDX {r['vhdx_bytes'] / mb:.1f} MB (holding {data}), VHDX/used {r['ratio']:.3f} "
-            f"({'within' if r['within_goal'] else 'NOT within'} {GOAL:.0%})"
+        all_fs = (
+            f"all filesystems {r['fs_used_bytes_all'] / mb:.1f} MB, VHDX/used(all) {r['ratio_all']:.3f}"
+            if r["ratio_all"] is not None
+            else "all filesystems: not recorded by this build"
         )
-    print(json.dumps({"benchmark": "vhdx_size", "goal": f"within {GOAL:.0%} of fs.used_bytes",
+        print(
+            f"{r['build_id']} (free space: {r['free_space']}): fs used (/) {r['fs_used_bytes'] / mb:.1f} MB, "
+            f"VHDX {r['vhdx_bytes'] / mb:.1f} MB (holding {data}; journal zeroed "
+            f"{r['journal_zeroed_bytes'] / mb:.1f} MB), VHDX/used(/) {r['ratio']:.3f}, {all_fs} "
+            f"({'within' if r['within_goal'] else 'NOT within'} {GOAL:.0%} of {r['goal_basis']})"
+        )
+    print(json.dumps({"benchmark": "vhdx_size",
+                      "goal": f"within {GOAL:.0%} of fs.used_bytes_all (else fs.used_bytes)",
                       "loadavg_1m": round(os.getloadavg()[0], 2), "builds": rows}))  # fmt: skip
 
 

@@ -70,6 +70,9 @@ class QemuHostSpec(_Strict):
     disk_gib: int | None = Field(None, ge=1, description="Grow the work disk to this size")
     boot_timeout_s: float = Field(600, gt=0)
     shutdown_timeout_s: float = Field(120, gt=0)
+    install_timeout_s: float = Field(
+        5400, gt=0, description="How long an unattended install from source.iso may take"
+    )
 
 
 class HyperVSimulatorSpec(_Strict):
@@ -134,6 +137,22 @@ class SourceSpec(_Strict):
     kernel: str | None = Field(None, description="vmlinuz for direct kernel boot")
     initrd: str | None = None
     kernel_cmdline: str = "root=LABEL=rootfs rw console=ttyS0 net.ifnames=0"
+    mirror: str = Field(
+        "http://deb.debian.org/debian",
+        description="Package mirror the Debian installer uses (an ISO install on the QEMU host)",
+    )
+    mirror_proxy: str = Field(
+        "", description="HTTP proxy for the installer, e.g. http://proxy:3128 (no credentials)"
+    )
+
+    @field_validator("mirror_proxy")
+    @classmethod
+    def _proxy_without_credentials(cls, v: str) -> str:
+        if v and not re.fullmatch(r"https?://[^@\s/]+/?", v):
+            # Never echo the value: it may hold a password.
+            msg = "give the proxy as http://HOST:PORT, without credentials (a spec holds no secrets)"
+            raise ValueError(msg)
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> SourceSpec:
@@ -232,11 +251,7 @@ class BuildSpec(_Strict):
                 msg = f"host kind {self.host.kind} needs a guest section (user and key)"
                 raise ValueError(msg)
         if self.host.kind == "qemu" and self.source is not None and self.source.iso is not None:
-            msg = (
-                "the QEMU host builds from a base disk (source.base_image); installing from an ISO "
-                "is done by the Hyper-V host. Make a base disk with scripts/make-base-image.sh"
-            )
-            raise ValueError(msg)
+            self._qemu_iso_install()
         if any(h.target == "guest" for h in self.hooks) and self.host.kind == "local":
             msg = "guest hooks need a host with a guest (qemu or hyperv)"
             raise ValueError(msg)
@@ -246,6 +261,21 @@ class BuildSpec(_Strict):
             msg = f"hook names must be unique per stage: {', '.join(sorted(dupes))}"
             raise ValueError(msg)
         return self
+
+    def _qemu_iso_install(self) -> None:
+        # The QEMU host answers the Debian installer through its initrd (preseed);
+        # other installers' seeds are written for Hyper-V's second DVD only.
+        if self.os.family != "apt" or self.os.name.lower() != "debian":
+            msg = (
+                f"the QEMU host installs from an ISO with the Debian installer only, not {self.os.name}; "
+                "use the distribution's cloud image as source.base_image (examples/ has specs), "
+                "or the Hyper-V host for an ISO install"
+            )
+            raise ValueError(msg)
+        assert isinstance(self.host, QemuHostSpec)
+        if self.host.firmware != "uefi":
+            msg = "an ISO install needs host.firmware: uefi (the installer puts GRUB on an EFI partition)"
+            raise ValueError(msg)
 
     def secret_refs(self) -> list[tuple[str, str]]:
         """Every secret reference in the spec, with the field it is in."""

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   mmdebstrap e2fsprogs dosfstools mtools fdisk grub-efi-amd64-bin  # the Debian base disk, no loop devices
   openssh-client openssh-server sudo        # the SSH guest target and its tests
   libguestfs-tools linux-image-cloud-amd64  # `gmi-fsm validate --inspect` reads disks offline
+  debian-installer-12-netboot-amd64 openssl # `gmi-fsm lab installer-iso`: a real Debian installer
 )
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,4 +1,4 @@
-"""``lab base-image``: make a small Debian 12 base disk for the QEMU host."""
+"""``lab base-image`` and ``lab installer-iso``: sources for the QEMU host."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from orchestrator.exit_codes import ExitCode
 
 @cli.group()
 def lab() -> None:
-    """A local lab: base disks for building GMIs on the QEMU host."""
+    """A local lab: a base disk and an installer ISO for building GMIs on the QEMU host."""
 
 
 @lab.command("base-image")
@@ -78,3 +78,45 @@ def base_image(out: Path, user: str, suite: str, size_gib: int, as_json: bool) -
     else:
         click.echo(f"base disk   {disk}  (sha256 {image.sha256[:16]}…)")
         click.echo(f"build user  {user}, key {key}")
+
+
+@lab.command("installer-iso")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".lab"),
+    show_default=True,
+    help="Folder that receives debian-12-netboot.iso and the build key.",
+)
+@json_option
+def installer_iso(out: Path, as_json: bool) -> None:
+    """Write a Debian 12 installer ISO from Debian's network installer package.
+
+    For trying the QEMU host's ISO source (source.iso) where no installer ISO can be
+    downloaded: the ISO holds the installer's kernel and initrd (like Debian's
+    mini.iso); the installer fetches the rest from source.mirror. Needs the package
+    debian-installer-12-netboot-amd64 (scripts/setup.sh installs it).
+    """
+    from orchestrator.qemu.cache import lab_ssh_key  # noqa: PLC0415
+    from orchestrator.qemu.lab_iso import LabIsoError, write_netboot_iso  # noqa: PLC0415
+
+    try:
+        iso = write_netboot_iso(out / "debian-12-netboot.iso")
+    except LabIsoError as exc:
+        fail(f"cannot write the installer ISO: {exc}", ExitCode.INTERNAL, exc.hint)
+    except OSError as exc:
+        fail(f"cannot write the installer ISO: {exc}", ExitCode.INTERNAL, "check free disk space")
+    key_path, _public = lab_ssh_key()
+    key = out / "lab_ed25519"
+    shutil.copyfile(key_path, key)
+    key.chmod(0o600)
+    from events.blobs import digest_file  # noqa: PLC0415
+
+    sha, size = digest_file(iso)
+    data = {"iso": str(iso.resolve()), "sha256": sha, "size": size, "ssh_private_key": str(key.resolve())}
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"installer ISO  {iso}  ({size} bytes, sha256 {sha[:16]}…)")
+        click.echo(f"build key      {key}")

@@ -56,8 +56,6 @@ class QemuHost:
     ) -> None:
         if not isinstance(spec.host, QemuHostSpec) or spec.source is None or spec.guest is None:
             raise ValueError("QemuHost needs a qemu host spec with source and guest sections")
-        if spec.source.base_image is None:
-            raise ValueError("the QEMU host builds from source.base_image")
         self.spec = spec
         self.host_spec: QemuHostSpec = spec.host
         self.recorder = recorder
@@ -65,12 +63,15 @@ class QemuHost:
         self.build_id = recorder.build_id
         self.output_dir = _path(spec.output.dir, base_dir)
         self.work_dir = self.output_dir / ".work" / self.build_id
-        self.base_image = _path(spec.source.base_image, base_dir)
+        # Exactly one of them (the spec says so): a base disk, or an installer ISO.
+        self.base_image = _path(spec.source.base_image, base_dir) if spec.source.base_image else None
+        self.iso = _path(spec.source.iso, base_dir) if spec.source.iso else None
         self.vm: QemuVm | None = None
         self.ssh: SshTarget | None = None
         ops: dict[str, Operation] = {
             "source.inspect": self._source_inspect,
             "disk.create-work": self._create_work,
+            "install.unattended": self._install,
             "seed.write-build": self._write_build_seed,
             "vm.ensure-running": self._ensure_running,
             "vm.wait-off": self._wait_off,
@@ -94,6 +95,17 @@ class QemuHost:
     def _stage_steps(self, stage: str) -> list[Step]:
         vhdx_name = f"{self.spec.vm_name}.vhdx"
         guest = guest_steps(self.spec, stage)
+        if stage == "provision" and self.iso is not None:
+            return [
+                _op(stage, "source.inspect", "digest the installer ISO and find its kernel", timeout_s=1800),
+                _op(
+                    stage,
+                    "install.unattended",
+                    "install the OS from the ISO with a preseed onto a blank disk",
+                    timeout_s=self.host_spec.install_timeout_s + 300,
+                ),
+                _op(stage, "seed.write-build", "write the build VM's NoCloud seed"),
+            ]
         if stage == "provision":
             return [
                 _op(stage, "source.inspect", "digest the base disk", timeout_s=1800),
@@ -183,30 +195,55 @@ class QemuHost:
         from events.blobs import digest_file  # noqa: PLC0415
         from orchestrator.qemu.disk import detect_format  # noqa: PLC0415
 
-        if not self.base_image.is_file():
+        source = self.base_image or self.iso
+        assert source is not None
+        what = "base image" if self.base_image else "installer ISO"
+        if not source.is_file():
             raise TargetError(
-                f"base image {self.base_image} does not exist",
-                hint="fix source.base_image in the spec (`gmi-fsm run --resume ID "
-                "--update-spec SPEC`), or build one: scripts/make-base-image.sh",
+                f"{what} {source} does not exist",
+                hint=f"fix source.{'base_image' if self.base_image else 'iso'} in the spec (`gmi-fsm run "
+                "--resume ID --update-spec SPEC`), or make one: `gmi-fsm lab "
+                f"{'base-image' if self.base_image else 'installer-iso'}`",
             )
-        fmt = detect_format(self.base_image)
-        sha, size = await asyncio.to_thread(digest_file, self.base_image)
+        facts: dict[str, str] = {"source.path": str(source)}
+        if self.iso is not None:
+            from orchestrator.qemu.installer import InstallerError, find_layout, iso_volume_label  # noqa: PLC0415
+
+            try:
+                layout = await asyncio.to_thread(find_layout, self.iso)
+                label = await asyncio.to_thread(iso_volume_label, self.iso)
+            except InstallerError as exc:
+                raise TargetError(str(exc), hint=exc.hint) from None
+            facts |= {
+                "source.format": "iso",
+                "source.installer": layout.name,
+                "source.iso_label": label,
+                "source.kernel": layout.kernel,
+            }
+        else:
+            facts["source.format"] = detect_format(source)
+        sha, size = await asyncio.to_thread(digest_file, source)
         expected = self.spec.source.sha256 if self.spec.source else None
         if expected and expected != sha:
             raise TargetError(
-                f"base image {self.base_image} has sha256 {sha}, the spec expects {expected}",
+                f"{what} {source} has sha256 {sha}, the spec expects {expected}",
                 hint="the file changed or is the wrong one",
             )
-        return CommandResult(
-            0,
-            facts={"source.path": str(self.base_image), "source.sha256": sha, "source.format": fmt},
-            artifacts=(Artifact("base_image", str(self.base_image), sha, size, "source"),),
-        )
+        facts["source.sha256"] = sha
+        kind = "base_image" if self.base_image else "installer_iso"
+        return CommandResult(0, facts=facts, artifacts=(Artifact(kind, str(source), sha, size, "source"),))
+
+    async def _install(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        from orchestrator.hosts.qemu_install import install_from_iso  # noqa: PLC0415
+
+        assert self.iso is not None
+        return await install_from_iso(self, self.iso, sink)
 
     async def _create_work(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
         from orchestrator.qemu.disk import create_work_copy  # noqa: PLC0415
         from orchestrator.qemu.vm import kill_stale_vm  # noqa: PLC0415
 
+        assert self.base_image is not None
         kill_stale_vm(self.work_dir / "vm")
         await asyncio.to_thread(
             create_work_copy, self.base_image, self.work_disk, size_gib=self.host_spec.disk_gib
@@ -313,17 +350,24 @@ class QemuHost:
 
     async def _compact(self, _p: Mapping[str, object], _sink: OutputSink) -> CommandResult:
         from events.blobs import digest_file  # noqa: PLC0415
-        from orchestrator.qemu.disk import check, convert_to_vhdx, info  # noqa: PLC0415
+        from orchestrator.qemu.disk import check, compact_to_vhdx, info  # noqa: PLC0415
 
-        await asyncio.to_thread(convert_to_vhdx, self.work_disk, self.compact_vhdx, src_format="qcow2")
+        # Zeroes the logs of cleanly unmounted ext journals (in a raw copy) on the way.
+        done = await asyncio.to_thread(compact_to_vhdx, self.work_disk, self.compact_vhdx, src_format="qcow2")
         result = await asyncio.to_thread(check, self.compact_vhdx, "vhdx")
         if not result.ok:
             raise TargetError(f"qemu-img check failed on {self.compact_vhdx}: {result.output[-500:]}")
         sha, size = await asyncio.to_thread(digest_file, self.compact_vhdx)
         virtual = (await asyncio.to_thread(info, self.compact_vhdx, "vhdx")).get("virtual-size", 0)
+        journal = {
+            "compact.journal_zeroed_bytes": str(done.journal_zeroed_bytes),
+            "compact.journal_nonzero_bytes": str(done.journal_nonzero_bytes),
+        }
+        if done.journal_skipped:
+            journal["compact.journal_skipped"] = done.journal_skipped
         return CommandResult(
             0,
-            facts={"vhdx.size": str(size), "vhdx.virtual_size": str(virtual)},
+            facts={"vhdx.size": str(size), "vhdx.virtual_size": str(virtual), **journal},
             artifacts=(Artifact("vhdx_compacted", str(self.compact_vhdx), sha, size, "disk"),),
         )
 

@@ -2,7 +2,8 @@
 
 One job per module: ``accel`` (KVM or TCG), ``firmware`` (OVMF), ``seed_iso``
 (cloud-init NoCloud seed), ``base_image`` (a UEFI-bootable Debian disk), ``cache``
-(that disk built once per machine), ``disk`` (qemu-img), ``qmp`` (QMP client) and
+(that disk built once per machine), ``disk`` (qemu-img; compaction), ``ext4_journal``
+(zeroing unused ext4 journals in a raw disk), ``qmp`` (QMP client) and
 ``vm`` (one qemu child process that dies with its parent).
 """
 
@@ -10,7 +11,7 @@ from orchestrator.qemu._run import QemuToolError
 from orchestrator.qemu.accel import AccelChoice, choose_accel
 from orchestrator.qemu.base_image import BaseImage, build_debian_base
 from orchestrator.qemu.cache import cached_debian_base, lab_cache_dir, lab_ssh_key
-from orchestrator.qemu.disk import check, convert_to_vhdx, create_work_copy, info
+from orchestrator.qemu.disk import Compaction, check, compact_to_vhdx, convert_to_vhdx, create_work_copy, info
 from orchestrator.qemu.firmware import FirmwareNotFoundError, OvmfFirmware, find_ovmf
 from orchestrator.qemu.qmp import QmpClient, QmpError
 from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso
@@ -28,6 +29,7 @@ from orchestrator.qemu.vm import (
 __all__ = [
     "AccelChoice",
     "BaseImage",
+    "Compaction",
     "DirectKernelBoot",
     "DiskSpec",
     "FirmwareNotFoundError",
@@ -44,6 +46,7 @@ __all__ = [
     "cached_debian_base",
     "check",
     "choose_accel",
+    "compact_to_vhdx",
     "convert_to_vhdx",
     "create_work_copy",
     "find_ovmf",

@@ -39,6 +39,7 @@ APT_PACKAGE_FOR_TOOL: Mapping[str, str] = {
     "sfdisk": "fdisk",
     "mkfs.vfat": "dosfstools",
     "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
     "mcopy": "mtools",
     "mmd": "mtools",
     "grub-mkstandalone": "grub-efi-amd64-bin",

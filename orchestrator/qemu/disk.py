@@ -1,4 +1,4 @@
-"""Thin wrappers over ``qemu-img``: work copies, info, VHDX export, checks.
+"""Thin wrappers over ``qemu-img``: work copies, info, VHDX export and compaction, checks.
 
 Formats are always passed explicitly (``-f``/``-F``): letting qemu probe a raw
 image is unsafe (a guest can write a qcow2 header into it) and slower.
@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.qemu._run import QemuToolError, require_tool, run_tool
+from orchestrator.qemu.ext4_journal import JournalZeroing, zero_journals
 
 __all__ = [
     "DISK_FORMATS",
     "CheckResult",
+    "Compaction",
     "check",
+    "compact_to_vhdx",
     "convert_to_vhdx",
     "create_work_copy",
     "detect_format",
@@ -118,19 +121,76 @@ def convert_to_vhdx(src: Path, dst: Path, *, src_format: str | None = None) -> P
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(dst)
     try:
-        run_tool(
-            ["qemu-img", "convert", "-f", src_format, "-O", "vhdx", "-o", VHDX_OPTIONS, str(src), str(tmp)],
-            what="converting the disk to VHDX",
-            where=f"{src} -> {dst}",
-            hint="check free space in the destination; the VM using the disk must be off",
-        )
-        result = check(tmp, "vhdx")
-        if not result.ok:
-            raise QemuToolError("the new VHDX failed qemu-img check", where=str(dst), output=result.output)
+        _convert_checked_vhdx(src, src_format, tmp, dst)
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)
     return dst
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """A VHDX made by :func:`compact_to_vhdx`, and what was zeroed on the way."""
+
+    path: Path
+    journals: tuple[JournalZeroing, ...]
+
+    @property
+    def journal_zeroed_bytes(self) -> int:
+        return sum(j.zeroed_bytes for j in self.journals)
+
+    @property
+    def journal_nonzero_bytes(self) -> int:
+        """Of the zeroed bytes, those that held (stale) data."""
+        return sum(j.nonzero_bytes for j in self.journals)
+
+    @property
+    def journal_skipped(self) -> str:
+        """``"where: reason; ..."`` for every ext filesystem left as it was, or ""."""
+        return "; ".join(f"{j.where}: {j.skipped}" for j in self.journals if j.skipped)
+
+
+def compact_to_vhdx(src: Path, dst: Path, *, src_format: str | None = None) -> Compaction:
+    """Compact a powered-off VM's disk into a dynamic VHDX with 1 MiB blocks.
+
+    ``src`` is expanded to a sparse raw temp file next to ``dst`` (zero 4 KiB blocks
+    become holes), the logs of cleanly unmounted ext journals are zeroed in that copy
+    (:mod:`orchestrator.qemu.ext4_journal`; ``src`` itself is never written), then the
+    copy is converted as :func:`convert_to_vhdx` does and checked. The temp file is
+    removed whatever happens; ``dst`` appears (renamed from a ``.part`` file) only
+    when complete.
+    """
+    src_format = src_format or detect_format(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # A plain name: e2fsprogs reads "?" in a file name as the start of options.
+    raw = _temp_sibling(dst, suffix=".raw", prefix=".compact-")
+    part = _temp_sibling(dst, suffix=".part")
+    try:
+        run_tool(
+            ["qemu-img", "convert", "-f", src_format, "-O", "raw", "-S", "4k", str(src), str(raw)],
+            what="expanding the disk to a sparse raw file for compaction",
+            where=f"{src} -> {raw}",
+            hint="check free space next to the destination (about the data in use); the VM must be off",
+        )
+        journals = tuple(zero_journals(raw))
+        _convert_checked_vhdx(raw, "raw", part, dst)
+        part.replace(dst)
+    finally:
+        raw.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+    return Compaction(dst, journals)
+
+
+def _convert_checked_vhdx(src: Path, src_format: str, tmp: Path, dst: Path) -> None:
+    run_tool(
+        ["qemu-img", "convert", "-f", src_format, "-O", "vhdx", "-o", VHDX_OPTIONS, str(src), str(tmp)],
+        what="converting the disk to VHDX",
+        where=f"{src} -> {dst}",
+        hint="check free space in the destination; the VM using the disk must be off",
+    )
+    result = check(tmp, "vhdx")
+    if not result.ok:
+        raise QemuToolError("the new VHDX failed qemu-img check", where=str(dst), output=result.output)
 
 
 def check(path: Path, fmt: str | None = None) -> CheckResult:
@@ -163,8 +223,9 @@ def _qemu_img_check(path: Path, fmt: str) -> tuple[int, str]:
     return (proc.returncode, output)
 
 
-def _temp_sibling(dest: Path) -> Path:
+def _temp_sibling(dest: Path, *, suffix: str = ".tmp", prefix: str | None = None) -> Path:
     """A fresh temp name in ``dest``'s directory, so the final rename is atomic."""
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    prefix = f".{dest.name}." if prefix is None else prefix
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dest.parent)
     os.close(fd)
     return Path(name)

@@ -64,11 +64,14 @@ class DiskSpec:
 
 @dataclass(frozen=True, slots=True)
 class DirectKernelBoot:
-    """Boot a kernel directly (no firmware, no boot loader): the fallback to UEFI."""
+    """Boot a kernel directly, without a boot loader: the fallback to UEFI, and how an
+    installer is started with its answer file. ``uefi``: load it through OVMF (the
+    kernel's EFI stub), so an installer sees EFI and installs an EFI boot loader."""
 
     kernel: Path
     initrd: Path
     cmdline: str
+    uefi: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class VmConfig:
     state_dir: Path
     disks: Sequence[DiskSpec]
     seed_iso: Path | None = None
+    cdrom: Path | None = None  # an installer ISO, as a SATA DVD drive
     boot: Literal["uefi"] | DirectKernelBoot = "uefi"
     memory_mib: int = 1024
     cpus: int = 2
@@ -265,20 +269,21 @@ class QemuVm:
             "-device",
             "virtio-rng-pci",
         ]
-        if cfg.boot == "uefi":
+        kernel_boot = cfg.boot if isinstance(cfg.boot, DirectKernelBoot) else None
+        if kernel_boot is None or kernel_boot.uefi:
             firmware = cfg.firmware or find_ovmf()
             vars_copy = self.state_dir / "OVMF_VARS.fd"
             if not vars_copy.exists():  # keep NVRAM across restarts of the same VM
                 firmware.copy_vars(vars_copy)
             argv += firmware.pflash_args(vars_copy)
-        else:
+        if kernel_boot is not None:
             argv += [
                 "-kernel",
-                str(cfg.boot.kernel),
+                str(kernel_boot.kernel),
                 "-initrd",
-                str(cfg.boot.initrd),
+                str(kernel_boot.initrd),
                 "-append",
-                cfg.boot.cmdline,
+                kernel_boot.cmdline,
             ]
         for disk in cfg.disks:
             opts = f"file={_qemu_opt(disk.path.resolve())},format={disk.fmt},if=virtio,"
@@ -288,6 +293,8 @@ class QemuVm:
             argv += ["-drive", opts]
         if cfg.seed_iso is not None:
             argv += ["-drive", f"file={_qemu_opt(cfg.seed_iso.resolve())},format=raw,if=virtio,readonly=on"]
+        if cfg.cdrom is not None:
+            argv += ["-drive", f"file={_qemu_opt(cfg.cdrom.resolve())},format=raw,media=cdrom,readonly=on"]
         argv += [
             "-netdev",
             f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:{cfg.guest_port}",

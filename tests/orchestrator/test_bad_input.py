@@ -179,6 +179,36 @@ CASES = [
         spec=LOCAL + "hooks:\n  - {name: a, stage: provision, target: guest, run: 'true'}\n",
     ),
     Case(
+        "iso-install-of-ubuntu-on-qemu",
+        ["run", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        [
+            "the QEMU host installs from an ISO with the Debian installer only, not Ubuntu",
+            "cloud image as source.base_image",
+        ],
+        spec='name: bad\nos: {name: Ubuntu, version: "24.04", family: apt}\nhost: {kind: qemu}\n'
+        + "source: {iso: u.iso}\nguest: {user: u, ssh_private_key: 'file:k'}\n",
+    ),
+    Case(
+        "iso-install-with-direct-kernel-firmware",
+        ["run", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["an ISO install needs host.firmware: uefi"],
+        spec=HEADER
+        + "host: {kind: qemu, firmware: direct-kernel}\n"
+        + "source: {iso: d.iso}\nguest: {user: u, ssh_private_key: 'file:k'}\n",
+    ),
+    Case(
+        "installer-proxy-with-credentials",
+        ["run", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["source.mirror_proxy: give the proxy as http://HOST:PORT, without credentials"],
+        spec=HEADER
+        + "host: {kind: qemu}\n"
+        + "source: {iso: d.iso, mirror_proxy: 'http://bob:pw@proxy:3128'}\n"
+        + "guest: {user: u, ssh_private_key: 'file:k'}\n",
+    ),
+    Case(
         "plain-text-password",
         ["run", "{spec}"],
         ExitCode.SPEC_INVALID,

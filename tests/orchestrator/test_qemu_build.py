@@ -126,6 +126,9 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     assert facts["validate.boot.machine_id"].startswith("pass")
     assert facts["validate.boot.ssh_host_keys"].startswith("pass")
     assert facts["validate.boot.login"].startswith("pass")
+    # The guest powered off cleanly, so compaction zeroed its root journal's stale log.
+    assert int(facts["compact.journal_zeroed_bytes"]) > 0, facts.get("compact.journal_skipped")
+    assert int(facts["fs.used_bytes_all"]) > int(facts["fs.used_bytes"])  # / and the ESP
     assert run_cli("verify", build_id, db=db).returncode == 0
     assert run_cli("replay", build_id, db=db).returncode == 0
 

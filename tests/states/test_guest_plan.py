@@ -1,6 +1,7 @@
 """The OS-family command sets, on what they render (dnf and zypper have no guest here;
 apt also runs for real in tests/orchestrator/test_qemu_build.py)."""
 
+import os
 import shlex
 import subprocess
 
@@ -106,3 +107,48 @@ def test_seal_is_the_last_command_and_ends_the_connection() -> None:
 def test_unknown_family_is_refused() -> None:
     with pytest.raises(FamilyDataError, match="unknown OS family"):
         guest_steps("pacman", "update", OPTIONS)
+
+
+def _facts_image(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Run the cleanup/facts-image script here (read-only, no sudo) and parse its facts."""
+    (step,) = [s for s in guest_steps("apt", "cleanup", OPTIONS) if s.name == "facts-image"]
+    assert step.facts == "key_value"
+    assert not step.command.sudo
+    proc = subprocess.run(["sh", "-c", step.command.text], capture_output=True, text=True, env=env, check=True)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def test_facts_image_records_used_bytes_of_root_and_of_all_block_filesystems() -> None:
+    facts = _facts_image()
+    assert facts["fs.used_bytes"].isdigit()
+    assert facts["fs.used_bytes_all"].isdigit()
+
+
+FAKE_DF = """#!/bin/sh
+case "$*" in
+  *source,fstype,used*) cat <<'TABLE'
+Filesystem          Type           Used
+udev                devtmpfs          0
+tmpfs               tmpfs       1048576
+/dev/sda2           ext4      513515520
+/dev/sda1           vfat        3446272
+/dev/sda2           ext4      513515520
+/dev/loop0          squashfs   58720256
+overlay             overlay          99
+/dev/mapper/vg-home xfs      5000000000
+proc                proc              0
+TABLE
+  ;;
+  *) printf '     Used\\n513515520\\n' ;;
+esac
+"""
+
+
+def test_used_bytes_all_counts_each_block_device_once(tmp_path) -> None:
+    # df's answer on a machine with an ESP, a bind mount of /, a snap and a big /home.
+    (tmp_path / "df").write_text(FAKE_DF)
+    (tmp_path / "df").chmod(0o755)
+    facts = _facts_image({**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert facts["fs.used_bytes"] == "513515520"
+    # root + ESP + /home; not tmpfs, overlay, the loop-mounted squashfs, or / again.
+    assert facts["fs.used_bytes_all"] == str(513515520 + 3446272 + 5000000000)
