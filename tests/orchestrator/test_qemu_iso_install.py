@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,8 +28,8 @@ import yaml
 from orchestrator.qemu.cache import lab_ssh_key
 from orchestrator.qemu.lab_iso import NETBOOT_DIR, write_netboot_iso
 from orchestrator.qemu.vm import read_vm_record
-from tests.orchestrator.test_qemu_build import build_id_of, write_spec
-from tests.support.cli import run_cli
+from tests.orchestrator.test_qemu_build import build_id_of, wait_for_event, write_spec
+from tests.support.cli import run_cli, start_cli
 
 pytestmark = [
     pytest.mark.vm,
@@ -72,9 +74,27 @@ def test_iso_install_with_the_real_debian_installer(tmp_path: Path) -> None:
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     db = tmp_path / "events.db"
     full_install = mirror_serves_udebs()
-    result = run_cli("run", spec, "--json", db=db, timeout=7000)
-    assert db.exists(), result.stderr
+    # First a kill -9 of the orchestrator while the installer runs: the installer VM
+    # dies with it, and the resumed run starts the install over from a blank disk.
+    runner = start_cli("run", spec, db=db)
+    wait_for_event(db, "type='StepStarted' AND json_extract(payload,'$.step')='install.unattended'", 120)
     build_id = build_id_of(db)
+    vm_dir = tmp_path / "out" / ".work" / build_id / "vm"
+    deadline = time.monotonic() + 60
+    while read_vm_record(vm_dir) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    killed_vm = read_vm_record(vm_dir)
+    assert killed_vm is not None
+    assert killed_vm.is_running()
+    time.sleep(5)  # the installer is booting
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(30)
+    deadline = time.monotonic() + 10
+    while killed_vm.is_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not killed_vm.is_running(), "the installer VM outlived its killed orchestrator"
+
+    result = run_cli("run", "--resume", build_id, "--json", db=db, timeout=7000)
     status = json.loads(run_cli("status", build_id, "--json", db=db).stdout)
     facts = json.loads(run_cli("audit", build_id, "--format", "json", db=db).stdout)["facts"]
     assert facts["source.format"] == "iso"
@@ -82,6 +102,10 @@ def test_iso_install_with_the_real_debian_installer(tmp_path: Path) -> None:
     assert facts["source.sha256"]
     history = run_cli("history", build_id, "--json", db=db).stdout
     assert "installer started: debian-installer (netboot, mini.iso)" in history
+    audit = json.loads(run_cli("audit", build_id, "--format", "json", db=db).stdout)
+    installs = [c for c in audit["commands"] if c["step"] == "install.unattended" and c["kind"] == "step"]
+    assert installs[0]["outcome"] == "error"  # in doubt after the kill, then run again
+    assert len(installs) == 2, installs
     assert run_cli("verify", build_id, db=db).returncode == 0
     work = tmp_path / "out" / ".work" / build_id
     if full_install:
@@ -99,7 +123,7 @@ def test_iso_install_with_the_real_debian_installer(tmp_path: Path) -> None:
     assert f"gmi-fsm run --resume {build_id}" in run_cli("status", build_id, db=db).stdout
     # Everything before the download was answered by the preseed (no locale,
     # keyboard, hostname or mirror question), and the VM is gone.
-    console = (work / "vm" / "console.log").read_bytes()
+    console = (work / "vm" / "console.log").read_bytes()  # the second install's
     assert b"Checking the Debian archive mirror" in console
     assert console.count(b"Prompt: '?' for help") == 1
     record = read_vm_record(work / "vm")
