@@ -3,6 +3,11 @@
 Each stream is masked (secrets), hashed and spooled to a temporary file as it
 arrives; only a bounded head and tail stay in memory. When the command ends the
 spool goes into the blob store once, by content.
+
+Most commands print a line or nothing: an output that fits in the head
+(``HEAD_BYTES``) is whole in its event already, so it is kept in memory and never
+touches the disk (no spool file, no blob). The spool file is opened only when an
+output grows past the head.
 """
 
 from __future__ import annotations
@@ -28,12 +33,11 @@ class _StreamCapture:
         self._redactor: StreamRedactor = REDACTOR.stream()
         self._hash = hashlib.sha256()
         self._size = 0
-        self._head = bytearray()
+        self._head = bytearray()  # while _size <= HEAD_BYTES: the whole output
         self._tail = bytearray()
         self.text: str | None = None
-        self._spool: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finish
-            prefix="gmi-out-", dir=spool_dir, delete=False
-        )
+        self._spool_dir = spool_dir
+        self._spool: IO[bytes] | None = None  # opened once the output outgrows the head
 
     def feed(self, data: bytes) -> None:
         self._write(self._redactor.feed(data))
@@ -42,8 +46,14 @@ class _StreamCapture:
         if not data:
             return
         self._hash.update(data)
+        if self._spool is None and self._size + len(data) > HEAD_BYTES:
+            self._spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finish
+                prefix="gmi-out-", dir=self._spool_dir, delete=False
+            )
+            self._spool.write(self._head)  # everything so far: it all fitted in the head
+        if self._spool is not None:
+            self._spool.write(data)
         self._size += len(data)
-        self._spool.write(data)
         if len(self._head) < HEAD_BYTES:
             self._head += data[: HEAD_BYTES - len(self._head)]
         self._tail += data[-TAIL_BYTES:]
@@ -52,25 +62,29 @@ class _StreamCapture:
 
     def finish(self, blobs: BlobStore | None) -> OutputDigest:
         self._write(self._redactor.flush())
+        digest = self._hash.hexdigest()
+        head = self._head.decode("utf-8", "replace")
+        if self._spool is None:
+            # Whole in the head (and so in the event): no file was written, no blob is
+            # needed. Facts come from short commands: this is their usual path.
+            self.text = head
+            return OutputDigest(sha256=digest, size=self._size, head=head, tail="")
         self._spool.close()
         path = Path(self._spool.name)
-        digest = self._hash.hexdigest()
-        # Facts come from short commands: keep the whole text only when it is small.
+        # Keep the whole text only when it is small.
         self.text = path.read_text("utf-8", "replace") if self._size <= FACT_TEXT_LIMIT else None
         try:
-            # Output that fits in the head is whole in the event already: a blob would
-            # only repeat it (and cost a transaction per step).
-            if blobs is not None and self._size > HEAD_BYTES:
+            if blobs is not None:
                 blobs.put_file(path, digest)
         finally:
             path.unlink(missing_ok=True)
-        head = self._head.decode("utf-8", "replace")
-        tail = "" if self._size <= HEAD_BYTES else self._tail.decode("utf-8", "replace")
+        tail = self._tail.decode("utf-8", "replace")
         return OutputDigest(sha256=digest, size=self._size, head=head, tail=tail)
 
     def discard(self) -> None:
-        self._spool.close()
-        Path(self._spool.name).unlink(missing_ok=True)
+        if self._spool is not None:
+            self._spool.close()
+            Path(self._spool.name).unlink(missing_ok=True)
 
 
 class OutputCapture:

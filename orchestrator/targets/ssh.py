@@ -76,7 +76,24 @@ def remote_command_line(command: Command, *, command_id: str = "") -> str:
         argv = ["sudo", "-n", "--", "env", f"{COMMAND_ID_VAR}={command_id}", *argv]
         return " ".join(shlex.quote(part) for part in argv)
     # Without sudo, a shell assignment prefix sets it: one program start fewer than
-    # env(1) on every command (the remote login shell reads this line).
+    # env(1) on every command (the remote login shell reads this line, and execs sh in
+    # its place: one simple command, no fork).
+    #
+    # The sh start that remains (0.5-0.7 ms a command, docs/performance.md) is kept on
+    # purpose, even for a script without arguments. Sending the script itself to the
+    # login shell (`GMI_COMMAND_ID=<id>; export GMI_COMMAND_ID; <script>`) was measured
+    # and rejected:
+    # - /proc/PID/environ is the environment a process was exec'd with: `export` tags
+    #   the programs the script starts, never the shell running it nor its subshells
+    #   (durable()'s `( set -e ... )`). A timed-out or cancelled script looping on
+    #   builtins would escape _KILL_TAGGED, and after its tagged children are killed
+    #   the untagged shell would go on with the rest of the script.
+    # - The script would run in the user's login shell (bash on our guests, anything on
+    #   a Hyper-V guest), not POSIX sh: bash outside POSIX mode drops `set -e` inside
+    #   `$(...)`, its echo does not expand backslashes as dash's does, the ~/.bashrc that
+    #   bash sources for SSH commands could define functions and options the script
+    #   would see, and `$0` changes. The scripts are written and tested for sh.
+    # An `exec sh -c ...` form gains nothing: bash already execs a lone simple command.
     return f"{COMMAND_ID_VAR}={shlex.quote(command_id)} {line}"
 
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
@@ -255,6 +256,52 @@ def test_timeout_kills_the_remote_command_and_its_children(sshd):
     assert elapsed < 5
     sleeper = int(sink.text())  # sshd runs here: its commands are our processes
     assert _gone_within(sleeper, 3.0), f"remote 'sleep' (pid {sleeper}) still runs"
+    assert after.ok
+
+
+@pytest.mark.sshd
+def test_the_script_runs_in_sh_whose_own_environment_carries_the_command_id(sshd):
+    # Not in the login shell with an exported variable: /proc/PID/environ is what a
+    # process was exec'd with, so only an exec'd sh shows the id for itself.
+    script = (
+        "tr '\\000' '\\n' < /proc/$$/environ | grep '^GMI_COMMAND_ID='; readlink /proc/$$/exe; echo \"$0\""
+    )
+
+    async def scenario():
+        target = target_for(sshd)
+        try:
+            return await run(target, script)
+        finally:
+            await target.close()
+
+    result, sink = asyncio.run(scenario())
+    assert result.ok, sink.text("stderr")
+    tag, exe, zero = sink.text().splitlines()
+    assert tag.startswith("GMI_COMMAND_ID=") and len(tag) == len("GMI_COMMAND_ID=") + 16
+    assert exe == os.path.realpath("/bin/sh")  # sshd runs here: the guest's sh is ours
+    assert zero == "gmi"
+
+
+@pytest.mark.sshd
+def test_timeout_stops_a_script_looping_on_builtins(sshd):
+    # Root login (tests/support/sshd.py): OpenSSH refuses channel signals, so only the
+    # command id in the script's own shell can stop it (it starts no child to find).
+    async def scenario():
+        target = target_for(sshd)
+        try:
+            result, sink = await run(target, "echo $$; while :; do :; done", timeout_s=1.0)
+            after, _ = await run(target, "echo still-usable")
+            return result, sink, after
+        finally:
+            await target.close()
+
+    result, sink, after = asyncio.run(scenario())
+    assert result == CommandResult(None, timed_out=True)
+    shell = int(sink.text())
+    gone = _gone_within(shell, 3.0)
+    if not gone:
+        os.kill(shell, signal.SIGKILL)  # a busy loop must not outlive a failed test
+    assert gone, f"the remote script's shell (pid {shell}) still runs"
     assert after.ok
 
 
