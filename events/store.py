@@ -167,7 +167,7 @@ _SELECT = (
 
 
 class SqliteEventStore:
-    """Events in one SQLite file: WAL, ``synchronous=FULL``, foreign keys on.
+    """Events in one SQLite file: WAL, ``synchronous=FULL`` (see :meth:`insert`), foreign keys on.
 
     Safe for several processes at once: writers serialise on SQLite's lock (with a
     busy timeout) and the unique ``(build_id, seq)`` index rejects a stale writer.
@@ -187,8 +187,15 @@ class SqliteEventStore:
         self.insert(stamped)
         return stamped
 
-    def insert(self, stamped: Sequence[RecordedEvent]) -> None:
-        """Write events already stamped by :func:`stamp`, atomically."""
+    def insert(self, stamped: Sequence[RecordedEvent], *, sync: bool = True) -> None:
+        """Write events already stamped by :func:`stamp`, atomically.
+
+        ``sync=False`` commits without waiting for the disk (``synchronous=NORMAL``
+        for this transaction): the events survive a crash of this process at once, and
+        a power loss once the next synced commit has flushed the WAL, which holds them
+        in order before it. The engine uses it only for a step's outcome, never for
+        the write-ahead intent (see orchestrator/engine.py).
+        """
         if self.readonly:
             raise StoreError(f"{self.path} was opened read-only", hint="run without --readonly to write")
         if not stamped:
@@ -197,14 +204,20 @@ class SqliteEventStore:
             (r.build_id, r.seq, r.type, r.at, canonical_json(r.payload), r.prev_hash, r.hash) for r in stamped
         ]
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            if not sync:
+                self.conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                self._check_continues(stamped[0])
-                self.conn.executemany(_INSERT, rows)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._check_continues(stamped[0])
+                    self.conn.executemany(_INSERT, rows)
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if not sync:
+                    self.conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.IntegrityError as exc:
             first = stamped[0]
             if "UNIQUE" not in str(exc):

@@ -383,7 +383,15 @@ class Engine:
                 ArtifactRecorded(name=a.name, path=a.path, sha256=a.sha256, size=a.size, kind=a.kind)
                 for a in result.artifacts
             )
-        self.recorder.record(*events)
+        # The outcome is committed without its own fsync. Write-ahead needs the intent
+        # (StepStarted) on disk before the command runs, and it is synced; the outcome
+        # is durable against a crash of this process at once, and against a power
+        # loss with the next synced commit (the next intent or stage event,
+        # microseconds later), which flushes the WAL holding it. Losing it to a power
+        # loss in between only leaves the step in doubt, which resume handles as for
+        # any crash mid-step (idempotent: re-run; otherwise: pause for a decision).
+        # One fsync per step fewer: ~0.17 ms of a ~3.6 ms short step (performance.md).
+        self.recorder.record(*events, sync=False)
         self._current = None
         self.observer.step_finished(step, outcome, duration, error)
         return ok, error, retryable

@@ -39,7 +39,8 @@ class BuildRecorder:
     def state(self) -> BuildState:
         return self._projector.state
 
-    def record(self, *events: Event) -> list[RecordedEvent]:
+    def record(self, *events: Event, sync: bool = True) -> list[RecordedEvent]:
+        """Append ``events`` (one transaction). ``sync=False``: see SqliteEventStore.insert."""
         st = self.state
         stamped = stamp(
             self.build_id,
@@ -50,7 +51,7 @@ class BuildRecorder:
         try:
             for ev in stamped:
                 self._projector.apply(ev)
-            self.store.insert(stamped)
+            self.store.insert(stamped, sync=sync)
         except BaseException:
             self._projector = self._load()
             raise

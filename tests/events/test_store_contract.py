@@ -184,3 +184,23 @@ class TestSqliteOnly:
         assert a.verify("x").ok
         a.close()
         b.close()
+
+    def test_an_unsynced_commit_is_visible_at_once_and_the_connection_goes_back_to_full(
+        self, tmp_path: Path
+    ) -> None:
+        from events.store import stamp  # noqa: PLC0415
+
+        store = SqliteEventStore(tmp_path / "e.db")
+        other = SqliteEventStore(tmp_path / "e.db")
+        store.insert(stamp("b", 0, GENESIS_HASH, [ev(1)]), sync=False)
+        assert [e.seq for e in other.read("b")] == [1]  # in the WAL: a process crash keeps it
+        assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        # Also after a refused write: the race is lost, nothing written, FULL restored.
+        with pytest.raises(ConcurrencyError):
+            store.insert(stamp("b", 0, GENESIS_HASH, [ev(1)]), sync=False)
+        assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        seq, hash_ = store.head("b") or (0, GENESIS_HASH)
+        store.insert(stamp("b", seq, hash_, [ev(2)]))
+        assert store.verify("b").ok
+        store.close()
+        other.close()
