@@ -19,7 +19,7 @@ from orchestrator.hooks import with_hooks
 from orchestrator.hyperv.executor import PowerShellExecutor
 from orchestrator.hyperv.invoke import run_script
 from orchestrator.hyperv.plan import HostPlanner
-from orchestrator.hyperv.seed import SeedError, seed_media, write_iso
+from orchestrator.hyperv.seed import SeedError, seed_media, write_seed_media
 from orchestrator.hyperv.target import HyperVTarget, Operation
 from orchestrator.hyperv.transfer import download_tree, upload
 from orchestrator.spec import BuildSpec, HyperVHostSpec
@@ -215,7 +215,7 @@ class HyperVHost:
                 media = seed_media(self.spec, build_user_public_key(self.spec, self.base_dir))
             except SeedError as exc:
                 return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
-            write_iso(local, media)
+            write_seed_media(local, media)
             sink(
                 "stdout",
                 f"wrote {media.label} seed media {local}: {', '.join(sorted(media.files))}\n".encode(),

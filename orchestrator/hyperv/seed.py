@@ -16,16 +16,13 @@ host waits for "Off" to know the install finished.
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-import pycdlib
 import yaml
 
+from orchestrator.isofs import IsoMember, write_iso
 from orchestrator.spec import BuildSpec
 
 
@@ -161,23 +158,7 @@ def _autoyast(spec: BuildSpec, user: str, public_key: str) -> str:
 """
 
 
-def write_iso(dest: Path, media: SeedMedia) -> Path:
+def write_seed_media(dest: Path, media: SeedMedia) -> Path:
     """Write ``media`` as an ISO (Joliet + Rock Ridge names) atomically."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=media.label)
-    try:
-        for i, (name, text) in enumerate(sorted(media.files.items())):
-            data = text.encode("utf-8")
-            iso.add_fp(io.BytesIO(data), len(data), f"/F{i}.;1", rr_name=name, joliet_path=f"/{name}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-        os.close(fd)
-        try:
-            iso.write(tmp_name)
-            os.replace(tmp_name, dest)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-    finally:
-        iso.close()
-    return dest
+    members = [IsoMember(name, text.encode("utf-8")) for name, text in sorted(media.files.items())]
+    return write_iso(dest, media.label, members)

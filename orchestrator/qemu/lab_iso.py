@@ -11,11 +11,9 @@ over the preseed). The network installer downloads its remaining components
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-import pycdlib
+from orchestrator.isofs import IsoMember, write_iso
 
 __all__ = ["NETBOOT_DIR", "NETBOOT_PACKAGE", "LabIsoError", "write_netboot_iso"]
 
@@ -37,34 +35,16 @@ class LabIsoError(Exception):
 
 def write_netboot_iso(dest: Path, netboot_dir: Path = NETBOOT_DIR) -> Path:
     """Write the lab installer ISO to ``dest`` atomically."""
-    members = {"linux": netboot_dir / "linux", "initrd.gz": netboot_dir / "initrd.gz"}
-    missing = [str(p) for p in members.values() if not p.is_file()]
+    members_on_disk = {"linux": netboot_dir / "linux", "initrd.gz": netboot_dir / "initrd.gz"}
+    missing = [str(p) for p in members_on_disk.values() if not p.is_file()]
     if missing:
         raise LabIsoError(
             f"the Debian network installer is not installed (missing {', '.join(missing)})",
             hint=f"apt-get install -y --no-install-recommends {NETBOOT_PACKAGE} (scripts/setup.sh does)",
         )
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
     readme = _README.format(package=NETBOOT_PACKAGE).encode()
-    try:
-        import io  # noqa: PLC0415
-
-        iso.add_fp(
-            io.BytesIO(readme), len(readme), "/README.TXT;1", rr_name="README.txt", joliet_path="/README.txt"
-        )
-        for i, (name, path) in enumerate(members.items()):
-            iso.add_file(str(path), f"/F{i}.;1", rr_name=name, joliet_path=f"/{name}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-        os.close(fd)
-        try:
-            iso.write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        iso.close()
-    return dest
+    members = [
+        IsoMember("README.txt", readme),
+        *(IsoMember(name, path) for name, path in members_on_disk.items()),
+    ]
+    return write_iso(dest, LABEL, members)

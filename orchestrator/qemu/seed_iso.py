@@ -8,14 +8,12 @@ Ridge (what Linux mounts) and Joliet names; the ISO 9660 8.3 names are only fall
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pycdlib
 import yaml
+
+from orchestrator.isofs import IsoMember, write_iso
 
 __all__ = ["SEED_LABEL", "SeedFiles", "meta_data", "write_seed_iso"]
 
@@ -48,29 +46,5 @@ def write_seed_iso(dest: Path, seed: SeedFiles) -> Path:
     files = {"user-data": seed.user_data, "meta-data": seed.meta_data}
     if seed.network_config is not None:
         files["network-config"] = seed.network_config
-
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=SEED_LABEL)
-    try:
-        for name, text in files.items():
-            data = text.encode("utf-8")
-            iso.add_fp(
-                io.BytesIO(data),
-                len(data),
-                f"/{_NAMES[name]}",
-                rr_name=name,
-                joliet_path=f"/{name}",
-            )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            iso.write(str(tmp))
-            tmp.replace(dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    finally:
-        iso.close()
-    return dest
+    members = [IsoMember(name, text.encode("utf-8"), _NAMES[name]) for name, text in files.items()]
+    return write_iso(dest, SEED_LABEL, members)

@@ -9,7 +9,7 @@ import pycdlib
 import pytest
 import yaml
 
-from orchestrator.hyperv.seed import SeedError, seed_media, write_iso
+from orchestrator.hyperv.seed import SeedError, seed_media, write_seed_media
 from orchestrator.spec import validate_spec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1abc test@example"
@@ -58,7 +58,7 @@ def test_seed_media_per_family(
     tmp_path: Path, os_name: str, version: str, family: str, label: str, answer: str
 ) -> None:
     media = seed_media(_spec(os_name, version, family), KEY)
-    got_label, files = _read_iso(write_iso(tmp_path / "seed.iso", media))
+    got_label, files = _read_iso(write_seed_media(tmp_path / "seed.iso", media))
     assert got_label == label
     text = files[answer]
     assert KEY in text  # the build user's key
