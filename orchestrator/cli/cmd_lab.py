@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -16,15 +18,30 @@ def lab() -> None:
     """A local lab: a base disk and an installer ISO for building GMIs on the QEMU host."""
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _out_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--out",
+        "out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(".lab"),
+        show_default=True,
+        help=help_text,
+    )
+
+
+def _copy_lab_key(out: Path, key_path: Path) -> Path:
+    """The lab's build key, next to what the command wrote (0600, as ssh insists)."""
+    key = out / "lab_ed25519"
+    shutil.copyfile(key_path, key)
+    key.chmod(0o600)
+    return key
+
+
 @lab.command("base-image")
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".lab"),
-    show_default=True,
-    help="Folder that receives the base disk and the build key.",
-)
+@_out_option("Folder that receives the base disk and the build key.")
 @click.option("--user", default="gmi", show_default=True, help="The build user baked into the disk.")
 @click.option("--suite", default="bookworm", show_default=True, help="The Debian suite.")
 @click.option("--size-gib", type=int, default=3, show_default=True, help="Virtual disk size.")
@@ -60,9 +77,7 @@ def base_image(out: Path, user: str, suite: str, size_gib: int, as_json: bool) -
         tmp = disk.with_name(disk.name + ".part")
         shutil.copyfile(image.disk, tmp)
         tmp.replace(disk)
-    key = out / "lab_ed25519"
-    shutil.copyfile(key_path, key)
-    key.chmod(0o600)
+    key = _copy_lab_key(out, key_path)
     data = {
         "disk": str(disk.resolve()),
         "format": image.disk_format,
@@ -81,14 +96,7 @@ def base_image(out: Path, user: str, suite: str, size_gib: int, as_json: bool) -
 
 
 @lab.command("installer-iso")
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".lab"),
-    show_default=True,
-    help="Folder that receives debian-12-netboot.iso and the build key.",
-)
+@_out_option("Folder that receives debian-12-netboot.iso and the build key.")
 @json_option
 def installer_iso(out: Path, as_json: bool) -> None:
     """Write a Debian 12 installer ISO from Debian's network installer package.
@@ -108,9 +116,7 @@ def installer_iso(out: Path, as_json: bool) -> None:
     except OSError as exc:
         fail(f"cannot write the installer ISO: {exc}", ExitCode.INTERNAL, "check free disk space")
     key_path, _public = lab_ssh_key()
-    key = out / "lab_ed25519"
-    shutil.copyfile(key_path, key)
-    key.chmod(0o600)
+    key = _copy_lab_key(out, key_path)
     from events.blobs import digest_file  # noqa: PLC0415
 
     sha, size = digest_file(iso)

@@ -279,7 +279,7 @@ class QemuHost:
                     boot=self._boot(),
                     memory_mib=self.host_spec.memory_mib,
                     cpus=self.host_spec.cpus,
-                    accel=self._accel(),
+                    accel=self.accel_choice(),
                 )
             )
             await self.vm.start(replace_running=True)
@@ -311,7 +311,8 @@ class QemuHost:
             _path(src.kernel, self.base_dir), _path(src.initrd, self.base_dir), src.kernel_cmdline
         )
 
-    def _accel(self) -> Any:
+    def accel_choice(self) -> Any:
+        """The spec's forced accelerator, or None: QemuVm picks (KVM only where usable)."""
         from orchestrator.qemu.accel import KVM_ARGS, TCG_ARGS, AccelChoice  # noqa: PLC0415
 
         if self.host_spec.accel == "kvm":
@@ -461,7 +462,7 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
             boot=host._boot(),
             memory_mib=host.host_spec.memory_mib,
             cpus=host.host_spec.cpus,
-            accel=host._accel(),
+            accel=host.accel_choice(),
         )
     )
     seen_keys: list[str] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.qemu._run import QemuToolError, run_tool
+from orchestrator.qemu.cpio import append_to_initrd
 from orchestrator.qemu.installer import (
     INSTALL_CMDLINE,
     InstallerError,
@@ -26,10 +27,10 @@ from orchestrator.qemu.installer import (
     has_gpt,
     installer_question,
     last_console_line,
-    seeded_initrd,
 )
 from orchestrator.qemu.vm import DirectKernelBoot, DiskSpec, QemuVm, VmConfig, kill_stale_vm
 from orchestrator.targets.base import CommandResult, OutputSink, TargetError
+from orchestrator.targets.guest_ssh import build_user_public_key
 
 if TYPE_CHECKING:
     from orchestrator.hosts.qemu import QemuHost
@@ -55,7 +56,7 @@ async def install_from_iso(host: QemuHost, iso: Path, sink: OutputSink) -> Comma
         kernel, initrd = await asyncio.to_thread(extract_boot_files, iso, layout, install_dir)
         files = debian_seed_files(
             user=guest.user,
-            public_key=await asyncio.to_thread(host._public_key),
+            public_key=await asyncio.to_thread(build_user_public_key, spec, host.base_dir),
             locale=spec.prepare.locale,
             mirror=source.mirror,
             proxy=source.mirror_proxy,
@@ -63,7 +64,7 @@ async def install_from_iso(host: QemuHost, iso: Path, sink: OutputSink) -> Comma
     except InstallerError as exc:
         raise TargetError(str(exc), hint=exc.hint) from None
     seeded = install_dir / "initrd-preseeded.gz"
-    seeded.write_bytes(seeded_initrd(initrd, files))
+    seeded.write_bytes(append_to_initrd(initrd, files))
     size_gib = host.host_spec.disk_gib or DEFAULT_DISK_GIB
     host.work_disk.unlink(missing_ok=True)
     await asyncio.to_thread(
@@ -81,7 +82,7 @@ async def install_from_iso(host: QemuHost, iso: Path, sink: OutputSink) -> Comma
             boot=DirectKernelBoot(kernel, seeded, INSTALL_CMDLINE, uefi=True),
             memory_mib=host.host_spec.memory_mib,
             cpus=host.host_spec.cpus,
-            accel=host._accel(),
+            accel=host.accel_choice(),
             no_reboot=True,
         )
     )

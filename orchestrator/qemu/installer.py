@@ -14,6 +14,7 @@ instead of waiting out the install timeout.
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 import subprocess
@@ -25,8 +26,6 @@ from urllib.parse import urlsplit
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
-
-from orchestrator.qemu.cpio import append_to_initrd
 
 __all__ = [
     "DEBIAN_LAYOUTS",
@@ -41,7 +40,6 @@ __all__ = [
     "installer_question",
     "iso_volume_label",
     "last_console_line",
-    "seeded_initrd",
 ]
 
 
@@ -127,8 +125,6 @@ def find_layout(iso: Path, layouts: tuple[InstallerLayout, ...] = DEBIAN_LAYOUTS
 
 def extract_boot_files(iso: Path, layout: InstallerLayout, dest: Path) -> tuple[Path, bytes]:
     """Copy the kernel to ``dest``/vmlinuz; return it and the initrd's bytes."""
-    import io  # noqa: PLC0415
-
     img = _open(iso)
     try:
         kind = _name_kind(img)
@@ -200,10 +196,6 @@ def debian_seed_files(
         "gmi-authorized_keys": (public_key.strip().encode("ascii") + b"\n", 0o644),
         "gmi-late.sh": (late, 0o755),
     }
-
-
-def seeded_initrd(initrd: bytes, files: dict[str, tuple[bytes, int]]) -> bytes:
-    return append_to_initrd(initrd, files)
 
 
 # -- watching the installer's serial console ---------------------------------------
