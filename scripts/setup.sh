@@ -23,8 +23,8 @@ install_host_packages() {
   done
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
-    sudo_ apt-get update -q >&2
-    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    sudo_ apt-get -o DPkg::Lock::Timeout=900 update -q >&2
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >&2
   fi
 }
 
