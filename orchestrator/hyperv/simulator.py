@@ -35,7 +35,7 @@ from orchestrator.hyperv.executor import (
     login_refused,
     unreachable,
 )
-from orchestrator.hyperv.scripts import param_names, script_name
+from orchestrator.hyperv.scripts import ScriptParamError, check_params, script_name
 from orchestrator.targets.base import TargetError
 
 LABEL = "SIMULATOR (not a Hyper-V host)"
@@ -152,12 +152,11 @@ class HyperVSimulator:
                 f"{self.label}: refused a script that is not one of gmi-fsm's fixed scripts",
                 hint="the simulator plays only orchestrator/hyperv/scripts/*.ps1; it never evaluates text",
             )
-        expected = set(param_names(name))
-        if set(params) != expected:
-            raise TargetError(
-                f"{self.label}: {name} was given parameters {sorted(params)}, its param block "
-                f"declares {sorted(expected)}"
-            )
+        try:
+            # The same names, types and ranges the real executor puts on the wire.
+            check_params(name, params)
+        except ScriptParamError as exc:
+            raise TargetError(f"{self.label}: {exc}") from None
         faults = self.snapshot()["faults"]
         if faults.get("auth_refused"):
             raise login_refused(self.label, "negotiate", "SIMULATED: 401 Unauthorized")
