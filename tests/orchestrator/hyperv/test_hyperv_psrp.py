@@ -38,7 +38,7 @@ def _free_port() -> int:
 def _run(conn: PsrpConnection) -> TargetError:
     ex = PsrpExecutor(conn)
     with pytest.raises(TargetError) as info:
-        asyncio.run(ex.run(script_text("vm-probe"), {"VmName": "x", "BuildId": "b"}, timeout_s=20))
+        asyncio.run(ex.run(script_text("integration-status"), {"VmName": "x", "BuildId": "b"}, timeout_s=20))
     return info.value
 
 
@@ -216,17 +216,17 @@ PROBE = {"VmName": "a'; $(evil)", "BuildId": "b"}
 
 
 def _call(ex: PsrpExecutor, timeout_s: float = 10) -> object:
-    return asyncio.run(ex.run(script_text("vm-probe"), PROBE, timeout_s=timeout_s))
+    return asyncio.run(ex.run(script_text("integration-status"), PROBE, timeout_s=timeout_s))
 
 
 def test_deadline_stops_the_pipeline(stand_ins: _Ledger) -> None:
     stand_ins.never_ends = True
     ex = PsrpExecutor(PsrpConnection("hv01"))
-    with pytest.raises(CallTimeoutError, match="vm-probe did not finish within 0.3 s"):
+    with pytest.raises(CallTimeoutError, match="integration-status did not finish within 0.3 s"):
         _call(ex, 0.3)
     ps = stand_ins.pipelines[-1]
     assert ps.stopped
-    assert ps.scripts == [script_text("vm-probe")]  # fixed text, exactly
+    assert ps.scripts == [script_text("integration-status")]  # fixed text, exactly
     assert {k: v.value for k, v in ps.params.items()} == PROBE  # values only as parameters
     assert {k: v.tag for k, v in ps.params.items()} == {"VmName": "S", "BuildId": "S"}
     # A stopped pipeline does not cost the pool.
@@ -240,9 +240,9 @@ def test_one_pool_serves_every_call_until_close(stand_ins: _Ledger) -> None:
 
     async def calls() -> None:
         for _ in range(3):
-            await ex.run(script_text("vm-probe"), PROBE, timeout_s=10)
+            await ex.run(script_text("integration-status"), PROBE, timeout_s=10)
         # Calls made together take turns on the one pool.
-        await asyncio.gather(*(ex.run(script_text("vm-probe"), PROBE, timeout_s=10) for _ in range(3)))
+        await asyncio.gather(*(ex.run(script_text("integration-status"), PROBE, timeout_s=10) for _ in range(3)))
         await ex.close()
 
     asyncio.run(calls())
@@ -258,7 +258,7 @@ def test_a_broken_connection_drops_the_pool_and_the_next_call_opens_one(stand_in
     stand_ins.begin_errors = [requests.exceptions.ConnectionError("Connection reset by peer")]
     with pytest.raises(TargetError) as info:
         _call(ex)
-    assert "connection to the Hyper-V host was lost during vm-probe" in str(info.value)
+    assert "connection to the Hyper-V host was lost during integration-status" in str(info.value)
     assert info.value.retryable  # transient, as classify() says
     assert stand_ins.closed == 0  # a broken pool is let go, not closed over a dead link
     _call(ex)
@@ -275,7 +275,7 @@ def test_a_pool_the_host_forgot_is_opened_again_once(stand_ins: _Ledger) -> None
     # A fault on a pool just opened is not retried: it is the answer.
     asyncio.run(ex.close())
     stand_ins.begin_errors = [WSManFaultError(0x80338000, "hv01", "access denied", "", "", "")]
-    with pytest.raises(TargetError, match="PowerShell Remoting failed during vm-probe"):
+    with pytest.raises(TargetError, match="PowerShell Remoting failed during integration-status"):
         _call(ex)
     assert stand_ins.opened == 3
 
@@ -285,7 +285,7 @@ def test_ctrl_c_stops_the_running_pipeline_and_close_waits_for_it(stand_ins: _Le
     ex = PsrpExecutor(PsrpConnection("hv01"))
 
     async def interrupted() -> None:
-        task = asyncio.create_task(ex.run(script_text("vm-probe"), PROBE, timeout_s=60))
+        task = asyncio.create_task(ex.run(script_text("integration-status"), PROBE, timeout_s=60))
         while not stand_ins.pipelines or stand_ins.pipelines[-1].state != psrp.PSInvocationState.RUNNING:
             await asyncio.sleep(0.01)
         task.cancel()
@@ -360,6 +360,6 @@ def test_a_host_that_never_opens_a_session_fails_after_the_open_timeout() -> Non
     finally:
         srv.shutdown()
     assert "did not open a PowerShell session within 1 s" in str(err)
-    assert "vm-probe was not started" in str(err)
+    assert "integration-status was not started" in str(err)
     assert err.retryable
     assert waited < 20
