@@ -103,6 +103,12 @@ class HyperVHostSpec(_Strict):
     vm_path: str = Field(description="Folder on the host for the build VM, e.g. D:\\GMI\\build")
     export_path: str = Field(description="Folder on the host for the export")
     iso_path: str | None = Field(None, description="ISO path on the host")
+    smb_share: str | None = Field(
+        None,
+        pattern=r'^[^\\/:*?"<>|\s][^\\/:*?"<>|]*$',
+        description="Name of an SMB share on the Hyper-V host for file transfers (optional; "
+        "`gmi-fsm hyperv check` checks that it exists)",
+    )
     memory_mib: int = Field(2048, ge=512, description="Startup memory in MiB; Hyper-V wants a multiple of 2")
     dynamic_memory: bool = True
     cpus: int = Field(2, ge=1)

@@ -40,6 +40,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "file-write-chunk",
     "file-commit",
     "vm-remove",
+    "host-check",
 )
 
 

@@ -28,6 +28,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.hyperv.acceptance import (
+    ADMINISTRATORS,
+    HYPERV_ADMINISTRATORS,
+    KNOWN_TEMPLATES,
+    REMOTE_MANAGEMENT_USERS,
+)
 from orchestrator.hyperv.executor import (
     PsResult,
     call_timeout,
@@ -100,10 +106,15 @@ class HyperVSimulator:
                 "host",
                 {"name": "SIMULATED-HV", "os": "10.0.20348 (simulated)", "user": "SIM\\builder"},
             )
-            st.setdefault("free_gib", 500)
+            # Free GiB per drive of the simulated host; a path on another drive does not exist.
+            st.setdefault("drives", {"C:\\": 500, "D:\\": 500, "E:\\": 500})
             st.setdefault("hyperv_module", True)
-            st.setdefault("rights", True)
+            # The well-known SIDs of the groups the simulated account is in.
+            st.setdefault("groups", [ADMINISTRATORS, HYPERV_ADMINISTRATORS, REMOTE_MANAGEMENT_USERS])
             st.setdefault("switches", ["Default Switch"])
+            st.setdefault("smb_shares", {})
+            # What Msvm_SecureBootTemplate lists; [] plays a host that cannot say.
+            st.setdefault("secure_boot_templates", list(KNOWN_TEMPLATES))
             st.setdefault("files", {})
             st.setdefault("dirs", {})
             st.setdefault("vms", {})
@@ -252,27 +263,66 @@ class HyperVSimulator:
         problems = []
         if not st["hyperv_module"]:
             problems.append("the Hyper-V PowerShell module is not installed")
-        if not st["rights"]:
+        if not {ADMINISTRATORS, HYPERV_ADMINISTRATORS} & set(st["groups"]):
             problems.append(
                 f"{st['host']['user']} is neither in Hyper-V Administrators nor in Administrators"
             )
         if not problems and _s(p, "SwitchName") not in st["switches"]:
             problems.append(f"no virtual switch named '{_s(p, 'SwitchName')}' (Get-VMSwitch lists them)")
         for d in (_s(p, "VmPath"), _s(p, "ExportPath")):
+            if _drive(d) not in st["drives"]:
+                raise ScriptFailed(
+                    f"New-Item: Cannot find drive. A drive with the name '{_drive(d)}' does not exist"
+                )
             st["dirs"][_key(d)] = d
-        if st["free_gib"] < _i(p, "DiskGiB"):
-            problems.append(f"only {st['free_gib']} GiB free for a {_i(p, 'DiskGiB')} GiB disk")
+        free = st["drives"][_drive(_s(p, "VmPath"))]
+        if free < _i(p, "DiskGiB"):
+            problems.append(f"only {free} GiB free for a {_i(p, 'DiskGiB')} GiB disk")
         iso = _s(p, "IsoPath")
         facts = {
             "hyperv.host": st["host"]["name"],
             "hyperv.os": st["host"]["os"],
             "hyperv.user": st["host"]["user"],
-            "hyperv.free_gib": str(st["free_gib"]),
+            "hyperv.free_gib": str(free),
             "hyperv.iso_present": str(bool(iso) and _key(iso) in st["files"]),
         }
         if problems:
             return _result(1, facts, "preflight failed: " + "; ".join(problems))
         return _result(0, facts, "host ready")
+
+    def _op_host_check(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        """host-check.ps1: reads only; every fact the script reports, from the model."""
+        facts = {
+            "host.name": st["host"]["name"],
+            "host.os_build": st["host"]["os"].split(".")[2].split(" ")[0],
+            "host.user": st["host"]["user"],
+            "host.powershell": "5.1.20348.2849",
+        }
+        for sid in (ADMINISTRATORS, HYPERV_ADMINISTRATORS, REMOTE_MANAGEMENT_USERS):
+            facts[f"member.{sid}"] = str(sid in st["groups"])
+        facts["hyperv.module"] = str(bool(st["hyperv_module"]))
+        if st["hyperv_module"]:
+            facts["switch.names"] = "|".join(st["switches"])
+            facts["switch.found"] = str(_s(p, "SwitchName") in st["switches"])
+            facts["secureboot.templates"] = "|".join(st["secure_boot_templates"])
+        for key, path in (("vm_path", _s(p, "VmPath")), ("export_path", _s(p, "ExportPath"))):
+            facts[f"{key}.exists"] = str(_key(path.rstrip("\\")) in st["dirs"])
+            near = path
+            while near and not (_key(near.rstrip("\\")) in st["dirs"] or _drive_root(st, near)):
+                parent = ntpath.dirname(near.rstrip("\\"))
+                near = "" if parent == near.rstrip("\\") else parent
+            facts[f"{key}.nearest"] = near
+            if near:
+                facts[f"{key}.root"] = _drive(near)
+                facts[f"{key}.free_gib"] = str(st["drives"][_drive(near)])
+        share = _s(p, "SmbShare")
+        if share:
+            found = {k.casefold(): v for k, v in st["smb_shares"].items()}.get(share.casefold())
+            facts["smb.found"] = str(found is not None)
+            if found is not None:
+                facts["smb.path"] = found
+                facts["smb.access"] = f"{st['host']['user']} Allow Full"
+        return _result(0, facts, "host facts read")
 
     def _op_vm_probe(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = st["vms"].get(_key(_s(p, "VmName")))
@@ -612,6 +662,15 @@ def _kvp_address(st: dict[str, Any], vm: dict[str, Any]) -> str:
         if ":" not in ip and not ip.startswith("169.254."):
             return ip
     return ""
+
+
+def _drive(path: str) -> str:
+    return ntpath.splitdrive(path)[0].upper() + "\\"
+
+
+def _drive_root(st: dict[str, Any], path: str) -> bool:
+    """``path`` is the root of a drive the simulated host has (D:\\ exists as a folder)."""
+    return path.rstrip("\\").endswith(":") and _drive(path) in st["drives"]
 
 
 def _base_disk(vm: dict[str, Any]) -> str:
