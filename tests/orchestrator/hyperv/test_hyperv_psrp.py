@@ -242,7 +242,9 @@ def test_one_pool_serves_every_call_until_close(stand_ins: _Ledger) -> None:
         for _ in range(3):
             await ex.run(script_text("integration-status"), PROBE, timeout_s=10)
         # Calls made together take turns on the one pool.
-        await asyncio.gather(*(ex.run(script_text("integration-status"), PROBE, timeout_s=10) for _ in range(3)))
+        await asyncio.gather(
+            *(ex.run(script_text("integration-status"), PROBE, timeout_s=10) for _ in range(3))
+        )
         await ex.close()
 
     asyncio.run(calls())

@@ -66,10 +66,16 @@ def test_the_old_merge_fails_on_nested_checkpoints(tmp_path: Path) -> None:
     sim = HyperVSimulator(tmp_path / "sim.json")
     _made_vm(sim)
     _tree(sim)
-    with sim._locked() as st, pytest.raises(ScriptFailed, match="was not found"):
-        vm = st["vms"][VM.casefold()]
+    state = sim.snapshot()  # a copy: the old script's partial work is not kept
+    vm = state["vms"][VM.casefold()]
+
+    def old_script() -> None:
         for cp in get_vm_snapshot(vm):
-            remove_vm_snapshot(st, vm, cp["id"], include_children=True)
+            remove_vm_snapshot(state, vm, cp["id"], include_children=True)
+
+    with pytest.raises(ScriptFailed, match="was not found"):
+        old_script()
+    assert state["counters"]["Remove-VMSnapshot"] == 1  # the root went, with its subtree
 
 
 def test_the_merge_removes_a_checkpoint_tree(tmp_path: Path) -> None:
@@ -135,14 +141,10 @@ def test_the_probe_reports_a_half_made_vm_as_not_done(tmp_path: Path) -> None:
     sim.set_fault("host_gone_after", "New-VM")
     with pytest.raises(TargetError, match="went away after New-VM"):
         _made_vm(sim, "b-1")
-    probe = asyncio.run(
-        run_script(sim, "vm-probe", {"VmName": VM, "BuildId": "b-1", **PATHS}, timeout_s=10)
-    )
+    probe = asyncio.run(run_script(sim, "vm-probe", {"VmName": VM, "BuildId": "b-1", **PATHS}, timeout_s=10))
     assert probe.exit == 3  # not done: vm-create runs again and finishes it
     # Another build sees a VM that is not its own, and leaves it alone.
-    other = asyncio.run(
-        run_script(sim, "vm-probe", {"VmName": VM, "BuildId": "b-2", **PATHS}, timeout_s=10)
-    )
+    other = asyncio.run(run_script(sim, "vm-probe", {"VmName": VM, "BuildId": "b-2", **PATHS}, timeout_s=10))
     assert other.exit == 2
     with pytest.raises(ScriptError, match="already exists and was not made by this build"):
         _made_vm(sim, "b-2")
