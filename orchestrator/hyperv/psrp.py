@@ -235,15 +235,17 @@ class PsrpExecutor:
     def _finish(
         self, ps: PowerShell, deadline: float, timeout_s: float, name: str, cancel: threading.Event
     ) -> PsResult:
+        stopped = False
         while ps.state == PSInvocationState.RUNNING:
             if cancel.is_set() or time.monotonic() >= deadline:
-                if not _stop(ps):
+                stopped = True
+                if not _stop(ps):  # the host did not hear it: the pool is not trusted again
                     self._drop(graceful=False)
                 break
             ps.poll_invoke(timeout=self.connection.poll_s)
         if cancel.is_set():
             raise TargetError(f"{self.label}: {name} was stopped (interrupted)")
-        if ps.state == PSInvocationState.STOPPED:
+        if stopped or ps.state == PSInvocationState.STOPPED:
             raise call_timeout(self.label, name, timeout_s)
         errors = [_error_text(e) for e in ps.streams.error]
         result = PsResult(output=parse_output(list(ps.output)), errors=errors, had_errors=ps.had_errors)

@@ -2,10 +2,16 @@
 
 It implements :class:`~orchestrator.hyperv.executor.PowerShellExecutor` for tests
 and demos. It recognises which of gmi-fsm's fixed scripts it was given (exact text,
-see :func:`orchestrator.hyperv.scripts.script_name`), reads the bound parameters and
-plays the script's effect on a small model: VMs, disks, switches, power states, DVD
-drives, checkpoints, a fake file system, KVP addresses and integration services. It
-never evaluates script text; any other text is refused.
+see :func:`orchestrator.hyperv.scripts.script_name`), checks the bound parameters
+against the script's param block (names, types, ranges: what the real executor puts on
+the wire) and plays the script's effect on a small model: VMs, disks, switches, power
+states, DVD drives, a checkpoint tree, a fake file system, KVP addresses, integration
+services, the account's groups, drives, SMB shares. Where a script's correctness hangs
+on how its cmdlets behave, the handler follows the script's own steps through cmdlet
+models with Hyper-V's failure modes (``remove_vm_snapshot`` of a checkpoint already
+gone, ``New-VM`` before ``Set-VM -Notes``, ``Stop-VM -AsJob``'s job), so a script whose
+steps are wrong fails here too. It never evaluates script text; any other text is
+refused. What a script did before it failed stays done, as on a host.
 
 Its state lives in a JSON file, read and written under a lock on every call, so two
 runs (or a run killed mid-build and its resume) see the same VMs and files. Failures

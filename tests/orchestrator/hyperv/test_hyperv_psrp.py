@@ -132,6 +132,7 @@ class _Ledger:
         self.pipelines: list[_Pipeline] = []
         self.begin_errors: list[BaseException] = []  # raised by the next begin_invoke calls
         self.never_ends = False
+        self.stop_fails = False
 
 
 LEDGER = _Ledger()
@@ -195,6 +196,9 @@ class _Pipeline:
         threading.Event().wait(0.05)
 
     def stop(self) -> None:
+        if LEDGER.stop_fails:  # as pypsrp: STOPPING, then the signal does not get through
+            self.state = psrp.PSInvocationState.STOPPING
+            raise requests.exceptions.ConnectionError("Connection reset by peer")
         self.stopped = True
         self.state = psrp.PSInvocationState.STOPPED
 
@@ -233,6 +237,17 @@ def test_deadline_stops_the_pipeline(stand_ins: _Ledger) -> None:
     stand_ins.never_ends = False
     _call(ex)
     assert stand_ins.opened == 1
+
+
+def test_a_stop_the_host_does_not_hear_still_times_out_and_drops_the_pool(stand_ins: _Ledger) -> None:
+    stand_ins.never_ends = True
+    stand_ins.stop_fails = True
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+    with pytest.raises(CallTimeoutError):
+        _call(ex, 0.2)
+    stand_ins.never_ends = stand_ins.stop_fails = False
+    _call(ex)
+    assert stand_ins.opened == 2  # the pool was not trusted again
 
 
 def test_one_pool_serves_every_call_until_close(stand_ins: _Ledger) -> None:
