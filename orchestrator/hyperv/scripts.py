@@ -1,8 +1,10 @@
 """The fixed PowerShell scripts, one per host operation (``scripts/*.ps1``).
 
-A script reads its inputs only from its ``param(...)`` block; callers bind values
-with ``add_parameters``. Nothing here formats a value into script text, so a script's
-text is the same byte for byte whatever the VM name or path (the golden tests pin it).
+A script reads its inputs only from its ``param(...)`` block, one typed entry per line
+(``[long]$Offset``); callers bind values with ``add_parameters``, each checked against
+and sent as its declared type (:func:`check_params`, :data:`WIRE_TAGS`). Nothing here
+formats a value into script text, so a script's text is the same byte for byte whatever
+the VM name or path (the golden tests pin it).
 The shared preamble (``$ErrorActionPreference = 'Stop'``, the result helper) is put
 where a script says ``# @preamble``, right after its param block.
 """

@@ -190,13 +190,13 @@ def server_401() -> Iterator[int]:
     srv.shutdown()
 
 
-def _cli_env(b: SimBuild, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HV_TEST_PASSWORD", "not-the-real-one")
 
 
 def test_real_psrp_login_refused(tmp_path: Path, server_401: int, monkeypatch: pytest.MonkeyPatch) -> None:
     b = _real_spec(tmp_path, server_401)
-    _cli_env(b, monkeypatch)
+    _cli_env(monkeypatch)
     code, report, err = _check(b)
     assert code == ExitCode.HOST_CHECK_FAILED, err
     items = _items(report)
@@ -212,7 +212,7 @@ def test_real_psrp_closed_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     b = _real_spec(tmp_path, port)
-    _cli_env(b, monkeypatch)
+    _cli_env(monkeypatch)
     code, report, _ = _check(b)
     assert code == ExitCode.HOST_CHECK_FAILED
     assert _items(report)["winrm"]["status"] == "fail"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import struct
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from pypsrp.powershell import RunspacePool
@@ -174,21 +173,21 @@ def test_every_script_parameter_declares_a_type_with_a_wire_tag() -> None:
             assert p.ps_type.lower() in WIRE_TAGS
 
 
-def _with_param_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: str) -> None:
+def _with_param_block(monkeypatch: pytest.MonkeyPatch, block: str) -> None:
     from orchestrator.hyperv import scripts
 
     monkeypatch.setattr(scripts, "_read", lambda name: f"param(\n{block}\n)\n# @preamble\n")
     scripts.script_params.cache_clear()
 
 
-def test_a_parameter_without_a_type_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_parameter_without_a_type_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.hyperv import scripts
 
     try:
-        _with_param_block(tmp_path, monkeypatch, "    [string]$VmName,\n    $Offset")
+        _with_param_block(monkeypatch, "    [string]$VmName,\n    $Offset")
         with pytest.raises(ScriptParamError, match=r"must be \[type\]\$Name"):
             scripts.script_params("vm-probe")
-        _with_param_block(tmp_path, monkeypatch, "    [string]$VmName,\n    [datetime]$When")
+        _with_param_block(monkeypatch, "    [string]$VmName,\n    [datetime]$When")
         with pytest.raises(ScriptParamError, match=r"\$When is \[datetime\], which has no PSRP wire type"):
             scripts.script_params("vm-probe")
     finally:
