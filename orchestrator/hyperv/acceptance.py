@@ -274,11 +274,12 @@ def _secure_boot(h: HyperVHostSpec, facts: dict[str, str]) -> CheckItem:
             "host.secure_boot: false",
         )
     if wanted in KNOWN_TEMPLATES:
+        why = f" ({facts['secureboot.error']})" if facts.get("secureboot.error") else ""
         return CheckItem(
             "secure-boot",
             "warn",
-            f"the host did not list its Secure Boot templates; {wanted} is one Hyper-V ships since "
-            "Windows Server 2016",
+            f"the host did not list its Secure Boot templates{why}; {wanted} is one Hyper-V ships "
+            "since Windows Server 2016",
             fix="see it in Hyper-V Manager > VM Settings > Security > Template",
         )
     return CheckItem(
@@ -334,10 +335,11 @@ def _smb(h: HyperVHostSpec, facts: dict[str, str]) -> CheckItem:
     if not h.smb_share:
         return CheckItem("smb-share", "skipped", "the spec names no SMB share (host.smb_share)")
     if facts.get("smb.found") != "True":
+        why = f" ({facts['smb.error']})" if facts.get("smb.error") else ""
         return CheckItem(
             "smb-share",
             "fail",
-            f"the host has no SMB share named '{h.smb_share}'",
+            f"the host has no SMB share named '{h.smb_share}'{why}",
             fix=f"New-SmbShare -Name '{h.smb_share}' -Path '{h.vm_path}' "
             f"-FullAccess '{facts.get('host.user', 'ACCOUNT')}' (and allow TCP 445 from this machine), "
             "or remove host.smb_share",

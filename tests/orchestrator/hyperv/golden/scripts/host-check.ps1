@@ -67,8 +67,13 @@ if ($module.Count -gt 0) {
     $facts['switch.names'] = $switches -join '|'
     $facts['switch.found'] = [string]($switches -ccontains $SwitchName)
     # The templates this host knows (root\virtualization\v2); empty when it cannot say.
-    $templates = @(Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName 'Msvm_SecureBootTemplate' `
-        -ErrorAction SilentlyContinue | ForEach-Object { [string]$_.ElementName })
+    $templates = @()
+    try {
+        $templates = @(Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName 'Msvm_SecureBootTemplate' |
+            ForEach-Object { [string]$_.ElementName })
+    } catch {
+        $facts['secureboot.error'] = $_.Exception.Message
+    }
     $facts['secureboot.templates'] = $templates -join '|'
 }
 $folders = [ordered]@{ vm_path = $VmPath; export_path = $ExportPath }
@@ -88,7 +93,13 @@ foreach ($key in $folders.Keys) {
     }
 }
 if ($SmbShare -ne '') {
-    $share = @(Get-SmbShare -Name $SmbShare -ErrorAction SilentlyContinue)
+    # A share that is not there is an error record, not an exception: it reads as none.
+    $share = @()
+    try {
+        $share = @(Get-SmbShare -Name $SmbShare -ErrorAction SilentlyContinue)
+    } catch {
+        $facts['smb.error'] = $_.Exception.Message
+    }
     $facts['smb.found'] = [string]($share.Count -gt 0)
     if ($share.Count -gt 0) {
         $facts['smb.path'] = [string]$share[0].Path
