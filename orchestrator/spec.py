@@ -103,7 +103,13 @@ class HyperVHostSpec(_Strict):
     vm_path: str = Field(description="Folder on the host for the build VM, e.g. D:\\GMI\\build")
     export_path: str = Field(description="Folder on the host for the export")
     iso_path: str | None = Field(None, description="ISO path on the host")
-    memory_mib: int = Field(2048, ge=512)
+    smb_share: str | None = Field(
+        None,
+        pattern=r'^[^\\/:*?"<>|\s][^\\/:*?"<>|]*$',
+        description="Name of an SMB share on the Hyper-V host for file transfers (optional; "
+        "`gmi-fsm hyperv check` checks that it exists)",
+    )
+    memory_mib: int = Field(2048, ge=512, description="Startup memory in MiB; Hyper-V wants a multiple of 2")
     dynamic_memory: bool = True
     cpus: int = Field(2, ge=1)
     disk_gib: int = Field(32, ge=4)
@@ -125,6 +131,18 @@ class HyperVHostSpec(_Strict):
         None,
         description="Run against the in-memory Hyper-V SIMULATOR (tests, demos) instead of a real host",
     )
+
+    @field_validator("memory_mib")
+    @classmethod
+    def _whole_2mib(cls, v: int) -> int:
+        # Hyper-V sizes VM memory in 2 MiB units: Set-VMMemory/New-VM refuse anything else.
+        if v % 2:
+            msg = (
+                f"host.memory_mib is {v} MiB, not a multiple of 2 MiB, which Hyper-V refuses; "
+                f"use {v - 1} or {v + 1}"
+            )
+            raise ValueError(msg)
+        return v
 
 
 HostSpec = Annotated[LocalHostSpec | QemuHostSpec | HyperVHostSpec, Field(discriminator="kind")]

@@ -88,6 +88,7 @@ def _register() -> None:
     # Commands live in small modules; importing them registers them on `cli`.
     from orchestrator.cli import (  # noqa: F401, PLC0415
         cmd_graph,
+        cmd_hyperv,
         cmd_lab,
         cmd_publish,
         cmd_read,

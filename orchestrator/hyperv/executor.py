@@ -74,8 +74,20 @@ def parse_output(raw: list[object]) -> list[Any]:
 # -- the transport failures, worded once for the real executor and the simulator --
 
 
+class LoginRefusedError(TargetError):
+    """The host refused the login (wrong account or password, no WinRM access)."""
+
+
+class UnreachableError(TargetError):
+    """Nothing answered at the WinRM endpoint (name, port, firewall, listener)."""
+
+
+class TlsFailureError(TargetError):
+    """The TLS handshake failed: the host's certificate is not trusted or not its name's."""
+
+
 def login_refused(where: str, auth: str, detail: str = "") -> TargetError:
-    return TargetError(
+    return LoginRefusedError(
         f"{where}: the Hyper-V host refused the login ({auth}){': ' + detail if detail else ''}",
         hint="check host.username and the password reference; the account needs WinRM access "
         "(Remote Management Users or Administrators) and Hyper-V Administrators; see docs/hyperv.md",
@@ -84,7 +96,7 @@ def login_refused(where: str, auth: str, detail: str = "") -> TargetError:
 
 
 def unreachable(where: str, detail: str = "") -> TargetError:
-    return TargetError(
+    return UnreachableError(
         f"{where}: cannot reach the Hyper-V host's WinRM listener{': ' + detail if detail else ''}",
         hint="check host.host and host.port, that WinRM listens (winrm enumerate winrm/config/listener) "
         "and that the firewall allows TCP 5986; see docs/hyperv.md",
@@ -93,7 +105,7 @@ def unreachable(where: str, detail: str = "") -> TargetError:
 
 
 def tls_failure(where: str, detail: str = "") -> TargetError:
-    return TargetError(
+    return TlsFailureError(
         f"{where}: the TLS handshake with the Hyper-V host failed "
         f"(its certificate is not trusted or does not match the name){': ' + detail if detail else ''}",
         hint="give host.ca_bundle (the CA or the host's own certificate in PEM) and connect by the "

@@ -177,7 +177,7 @@ class HostPlanner:
                 "vm-create",
                 self._vm(VmPath=p.vm_path, DiskGiB=h.disk_gib, MemoryMiB=h.memory_mib, SwitchName=h.switch),
                 "New-VM: generation 2, a new VHDX named like the VM",
-                check=Command("vm-probe", kind="powershell", params=self._vm()),
+                check=Command("vm-probe", kind="powershell", params=self._vm(VmPath=p.vm_path)),
             ),
             self.ps(
                 s,

@@ -1,16 +1,19 @@
 """The real :class:`~orchestrator.hyperv.executor.PowerShellExecutor`: PowerShell
 Remoting (WinRM, WS-Management) through pypsrp 0.9.
 
-pypsrp is synchronous, so each call runs in a worker thread (``asyncio.to_thread``)
-with its own ``RunspacePool``: a pool is cheap next to Hyper-V operations, and a
-fresh one per call means a pipeline stopped at its deadline or a dropped connection
-never poisons the next call. User values travel only through ``add_parameters``.
+One ``RunspacePool`` per executor, that is per host per run: opened by the first call,
+reused by every later one (a pool costs a WinRM shell and a PowerShell process on the
+host, seconds on a busy one), closed by :meth:`PsrpExecutor.close`, and dropped after a
+transport failure so that the next call opens a fresh one. pypsrp is synchronous: each
+call runs in a worker thread (``asyncio.to_thread``); a lock makes the calls take turns
+on the one pool. User values travel only through ``add_parameters``, each tagged with
+the PSRP type its script's ``param()`` block declares (:func:`wire_parameters`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -19,8 +22,9 @@ from typing import Any
 
 import requests
 from pypsrp.complex_objects import PSInvocationState
-from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError
+from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.serializer import TaggedValue
 from pypsrp.wsman import WSMan
 
 from orchestrator.hyperv.executor import (
@@ -32,10 +36,12 @@ from orchestrator.hyperv.executor import (
     tls_failure,
     unreachable,
 )
-from orchestrator.hyperv.scripts import script_name
+from orchestrator.hyperv.scripts import ScriptParamError, check_params, script_name
 from orchestrator.targets.base import TargetError
 
-_POLL_S = 5  # one WSMan Receive waits at most this long: how often the deadline is checked
+log = logging.getLogger(__name__)
+
+_WSMAN_OPERATION_TIMEDOUT = 0x80338029  # the WS-Management OperationTimeout ran out
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,14 @@ class PsrpConnection:
     certificate_pem: str | None = None
     certificate_key_pem: str | None = None
     connection_timeout_s: int = 30
+    """TCP connect (and TLS handshake) to the WinRM listener."""
+    open_timeout_s: int = 120
+    """WS-Management OperationTimeout of everything but a pipeline's Receive polls: opening
+    the pool (a new shell and PowerShell process on the host: seconds on a slow or busy
+    host, and pypsrp does not retry it), sending a command, stopping it, closing."""
+    poll_s: int = 5
+    """One Receive of a running pipeline waits at most this long on the host: how often the
+    call's deadline and Ctrl-C are looked at."""
 
     def __repr__(self) -> str:
         return f"PsrpConnection({self.endpoint}, auth={self.auth}, user={self.username})"
@@ -64,32 +78,65 @@ class PsrpConnection:
         return f"{'https' if self.https else 'http'}://{self.host}:{port}/wsman"
 
 
+def wire_parameters(name: str, params: Mapping[str, object]) -> dict[str, TaggedValue]:
+    """``params`` tagged with the PSRP types script ``name`` declares: pypsrp would send
+    every int as <I32>, which a [long] of 2^31 or more does not survive."""
+    declared = check_params(name, params)
+    return {p.name: TaggedValue(p.wire_tag, params[p.name]) for p in declared}
+
+
+def pipeline(pool: RunspacePool, script: str, params: Mapping[str, TaggedValue]) -> PowerShell:
+    """The pipeline a call sends: the fixed script text and its tagged parameters."""
+    ps = PowerShell(pool)
+    ps.add_script(script)  # fixed text from orchestrator/hyperv/scripts
+    ps.add_parameters(dict(params))  # every user value, bound by name
+    return ps
+
+
 class PsrpExecutor:
-    """Runs fixed scripts on a Hyper-V host over PowerShell Remoting."""
+    """Runs fixed scripts on a Hyper-V host over PowerShell Remoting, on one pool."""
 
     def __init__(self, connection: PsrpConnection) -> None:
         self.connection = connection
         self.label = connection.endpoint
+        self.pools_opened = 0
+        self._lock = threading.Lock()
+        self._session: tuple[WSMan, RunspacePool] | None = None
 
     def __repr__(self) -> str:
         return f"PsrpExecutor({self.connection!r})"
 
     async def run(self, script: str, params: Mapping[str, object], *, timeout_s: float) -> PsResult:
-        name = script_name(script) or "a script"
+        name = script_name(script)
+        if name is None:
+            raise TargetError(
+                f"{self.label}: refused a script that is not one of gmi-fsm's fixed scripts",
+                hint="this is a bug: only orchestrator/hyperv/scripts/*.ps1 are sent to a host",
+            )
+        try:
+            typed = wire_parameters(name, params)
+        except ScriptParamError as exc:
+            raise TargetError(f"{self.label}: {exc}", hint="this is a bug in gmi-fsm's plan") from None
         cancel = threading.Event()
         try:
-            return await asyncio.to_thread(self._run_sync, script, dict(params), timeout_s, name, cancel)
+            return await asyncio.to_thread(self._run_sync, script, typed, timeout_s, name, cancel)
         except asyncio.CancelledError:
             # Ctrl-C: the worker thread stops the pipeline at its next poll.
             cancel.set()
             raise
 
     async def close(self) -> None:
-        return  # nothing is kept open between calls
+        """Close the pool (the host ends its shell). Waits for a call still running in its
+        worker thread: an interrupted one stops its pipeline at its next poll first."""
+        await asyncio.to_thread(self._close_sync)
 
     # -- in the worker thread ------------------------------------------------------
 
-    def _wsman(self, timeout_s: float) -> WSMan:
+    def _close_sync(self) -> None:
+        with self._lock:
+            self._drop(graceful=True)
+
+    def _wsman(self) -> WSMan:
         c = self.connection
         kwargs: dict[str, Any] = {}
         if c.auth == "certificate":
@@ -103,44 +150,125 @@ class PsrpExecutor:
             auth=c.auth,
             cert_validation=c.cert_validation,  # type: ignore[arg-type]  # a CA path is valid too
             connection_timeout=c.connection_timeout_s,
-            # A Receive may wait _POLL_S on the server: the HTTP read must outlast it.
-            operation_timeout=_POLL_S,
-            read_timeout=max(_POLL_S + 10, min(int(timeout_s), 60)),
+            # The default for every operation without its own timeout: opening the pool
+            # above all. A Receive poll passes poll_s instead (pypsrp then waits poll_s + 2
+            # on HTTP); the HTTP read of the others must outlast the WSMan timeout.
+            operation_timeout=c.open_timeout_s,
+            read_timeout=c.open_timeout_s + 5,
             **kwargs,
         )
 
+    def _pool(self) -> RunspacePool:
+        if self._session is None:
+            wsman = self._wsman()
+            pool = RunspacePool(wsman)
+            try:
+                pool.open()
+            except Exception as exc:
+                wsman.close()
+                raise _OpenFailedError from exc
+            except BaseException:
+                wsman.close()
+                raise
+            self._session = (wsman, pool)
+            self.pools_opened += 1
+        return self._session[1]
+
+    def _drop(self, *, graceful: bool) -> None:
+        """Forget the pool; ``graceful`` closes it on the host first (a broken one is only
+        let go: its host may not answer, and it times the shell out by itself)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        wsman, pool = session
+        try:
+            if graceful:
+                pool.close()
+        except (WinRMError, requests.RequestException) as exc:
+            log.debug("closing the PowerShell session on %s failed: %s", self.label, exc)
+        finally:
+            wsman.close()
+
     def _run_sync(
-        self, script: str, params: dict[str, object], timeout_s: float, name: str, cancel: threading.Event
+        self,
+        script: str,
+        params: dict[str, TaggedValue],
+        timeout_s: float,
+        name: str,
+        cancel: threading.Event,
     ) -> PsResult:
         deadline = time.monotonic() + timeout_s
+        with self._lock:
+            try:
+                ps = self._begin(script, params)
+                return self._finish(ps, deadline, timeout_s, name, cancel)
+            except TargetError:
+                raise
+            except _OpenFailedError as failed:
+                exc = failed.__cause__
+                assert exc is not None
+                raise classify(
+                    exc, self.label, self.connection.auth, name, opening=True, conn=self.connection
+                ) from exc
+            except Exception as exc:
+                # Whatever failed may have broken the pool: the next call opens a new one.
+                self._drop(graceful=False)
+                raise classify(exc, self.label, self.connection.auth, name) from exc
+
+    def _begin(self, script: str, params: dict[str, TaggedValue]) -> PowerShell:
+        reused = self._session is not None
+        ps = pipeline(self._pool(), script, params)
         try:
-            wsman = self._wsman(timeout_s)
-            with wsman, RunspacePool(wsman) as pool:
-                ps = PowerShell(pool)
-                ps.add_script(script)  # fixed text from orchestrator/hyperv/scripts
-                ps.add_parameters(params)  # every user value, bound by name
-                ps.begin_invoke()
-                while ps.state == PSInvocationState.RUNNING:
-                    if cancel.is_set() or time.monotonic() >= deadline:
-                        _stop(ps)
-                        break
-                    ps.poll_invoke(timeout=_POLL_S)
-                if cancel.is_set():
-                    raise TargetError(f"{self.label}: {name} was stopped (interrupted)")  # noqa: TRY301
-                if ps.state == PSInvocationState.STOPPED:
-                    raise call_timeout(self.label, name, timeout_s)  # noqa: TRY301
-                errors = [_error_text(e) for e in ps.streams.error]
-                return PsResult(output=parse_output(list(ps.output)), errors=errors, had_errors=ps.had_errors)
-        except TargetError:
-            raise
-        except Exception as exc:
-            raise classify(exc, self.label, self.connection.auth, name) from exc
+            ps.begin_invoke()
+        except WSManFaultError as exc:
+            if not reused:
+                raise
+            # The host refused the command on a pool it no longer has (its shell idle
+            # timeout, a WinRM restart): the fault is its answer, so nothing ran. Once
+            # more on a new pool.
+            log.info("the PowerShell session on %s is gone (%s); opening a new one", self.label, exc)
+            self._drop(graceful=False)
+            ps = pipeline(self._pool(), script, params)
+            ps.begin_invoke()
+        return ps
+
+    def _finish(
+        self, ps: PowerShell, deadline: float, timeout_s: float, name: str, cancel: threading.Event
+    ) -> PsResult:
+        stopped = False
+        while ps.state == PSInvocationState.RUNNING:
+            if cancel.is_set() or time.monotonic() >= deadline:
+                stopped = True
+                if not _stop(ps):  # the host did not hear it: the pool is not trusted again
+                    self._drop(graceful=False)
+                break
+            ps.poll_invoke(timeout=self.connection.poll_s)
+        if cancel.is_set():
+            raise TargetError(f"{self.label}: {name} was stopped (interrupted)")
+        if stopped or ps.state == PSInvocationState.STOPPED:
+            raise call_timeout(self.label, name, timeout_s)
+        errors = [_error_text(e) for e in ps.streams.error]
+        result = PsResult(output=parse_output(list(ps.output)), errors=errors, had_errors=ps.had_errors)
+        try:
+            ps.close()  # frees the command on the host; the pool stays for the next call
+        except (WinRMError, requests.RequestException) as exc:
+            log.debug("ending %s on %s failed (%s); the next call opens a new pool", name, self.label, exc)
+            self._drop(graceful=False)
+        return result
 
 
-def _stop(ps: PowerShell) -> None:
-    # The pool is closed right after: a failed stop changes nothing for us.
-    with contextlib.suppress(WinRMError, requests.RequestException):
+class _OpenFailedError(Exception):
+    """Opening the pool failed (its cause says how): the script was never sent."""
+
+
+def _stop(ps: PowerShell) -> bool:
+    """Stop a running pipeline; False when the host could not be told (the pool is then
+    no longer trusted)."""
+    try:
         ps.stop()
+    except (WinRMError, requests.RequestException):
+        return False
+    return True
 
 
 def _error_text(record: object) -> str:
@@ -154,9 +282,19 @@ def _error_text(record: object) -> str:
     return f"{text} ({str(trace).splitlines()[0]})" if trace else text
 
 
-def classify(exc: BaseException, where: str, auth: str, script: str) -> TargetError:
-    """A transport failure as a :class:`TargetError` with a message and a hint.
+def classify(
+    exc: BaseException,
+    where: str,
+    auth: str,
+    script: str,
+    *,
+    opening: bool = False,
+    conn: PsrpConnection | None = None,
+) -> TargetError:
+    """A transport failure as a :class:`TargetError` with a message and a hint; transient
+    ones are ``retryable``, refusals (login, TLS) are not.
 
+    ``opening``: it happened while opening the pool, so the script never started.
     Order matters: ``SSLError`` is a ``ConnectionError`` in requests.
     """
     if isinstance(exc, AuthenticationError):
@@ -167,6 +305,25 @@ def classify(exc: BaseException, where: str, auth: str, script: str) -> TargetEr
         return tls_failure(where, _root(exc))
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return unreachable(where, "connection timed out")
+    if opening and (
+        isinstance(exc, requests.exceptions.ReadTimeout)
+        or (isinstance(exc, WSManFaultError) and exc.code == _WSMAN_OPERATION_TIMEDOUT)
+    ):
+        waited = f" within {conn.open_timeout_s} s" if conn is not None else ""
+        return TargetError(
+            f"{where}: the Hyper-V host did not open a PowerShell session{waited}; {script} was not started",
+            hint="the host may be busy or slow to start a session (wsmprovhost.exe); try again, and check "
+            "`winrm get winrm/config` (MaxShellsPerUser, MaxProcessesPerShell) on the host",
+            retryable=True,
+        )
+    if opening and isinstance(exc, WSManFaultError):
+        return TargetError(
+            f"{where}: the Hyper-V host refused to open a PowerShell session: {exc.reason or exc}; "
+            f"{script} was not started",
+            hint="the account needs WinRM access (Remote Management Users or Administrators); "
+            "`gmi-fsm hyperv check SPEC` checks it; see docs/hyperv.md",
+            retryable=True,
+        )
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return connection_lost(where, script, "no answer (read timed out)")
     if isinstance(exc, requests.exceptions.ConnectionError):
@@ -174,6 +331,13 @@ def classify(exc: BaseException, where: str, auth: str, script: str) -> TargetEr
         text = _root(exc)
         if "refused" in text.lower() or "name or service" in text.lower() or "no route" in text.lower():
             return unreachable(where, text)
+        if opening:
+            return TargetError(
+                f"{where}: the connection to the Hyper-V host broke while opening a PowerShell session "
+                f"({text}); {script} was not started",
+                hint="check the host and the network, then try again",
+                retryable=True,
+            )
         return connection_lost(where, script, text)
     if isinstance(exc, WinRMTransportError):
         return TargetError(

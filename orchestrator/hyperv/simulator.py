@@ -2,10 +2,16 @@
 
 It implements :class:`~orchestrator.hyperv.executor.PowerShellExecutor` for tests
 and demos. It recognises which of gmi-fsm's fixed scripts it was given (exact text,
-see :func:`orchestrator.hyperv.scripts.script_name`), reads the bound parameters and
-plays the script's effect on a small model: VMs, disks, switches, power states, DVD
-drives, checkpoints, a fake file system, KVP addresses and integration services. It
-never evaluates script text; any other text is refused.
+see :func:`orchestrator.hyperv.scripts.script_name`), checks the bound parameters
+against the script's param block (names, types, ranges: what the real executor puts on
+the wire) and plays the script's effect on a small model: VMs, disks, switches, power
+states, DVD drives, a checkpoint tree, a fake file system, KVP addresses, integration
+services, the account's groups, drives, SMB shares. Where a script's correctness hangs
+on how its cmdlets behave, the handler follows the script's own steps through cmdlet
+models with Hyper-V's failure modes (``remove_vm_snapshot`` of a checkpoint already
+gone, ``New-VM`` before ``Set-VM -Notes``, ``Stop-VM -AsJob``'s job), so a script whose
+steps are wrong fails here too. It never evaluates script text; any other text is
+refused. What a script did before it failed stays done, as on a host.
 
 Its state lives in a JSON file, read and written under a lock on every call, so two
 runs (or a run killed mid-build and its resume) see the same VMs and files. Failures
@@ -28,6 +34,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.hyperv.acceptance import (
+    ADMINISTRATORS,
+    HYPERV_ADMINISTRATORS,
+    KNOWN_TEMPLATES,
+    REMOTE_MANAGEMENT_USERS,
+)
 from orchestrator.hyperv.executor import (
     PsResult,
     call_timeout,
@@ -35,7 +47,7 @@ from orchestrator.hyperv.executor import (
     login_refused,
     unreachable,
 )
-from orchestrator.hyperv.scripts import param_names, script_name
+from orchestrator.hyperv.scripts import ScriptParamError, check_params, script_name
 from orchestrator.targets.base import TargetError
 
 LABEL = "SIMULATOR (not a Hyper-V host)"
@@ -49,12 +61,28 @@ _IC = {
     "6C09BB55-D683-4DA0-8931-C9BF705F6480": "guest_service_interface",
 }
 
-FAULTS = ("auth_refused", "unreachable", "host_gone", "kvp_never", "optimize_fails", "timeout")
-"""``host_gone`` and ``timeout`` name the script they hit; the others are booleans."""
+FAULTS = (
+    "auth_refused",
+    "unreachable",
+    "host_gone",
+    "host_gone_after",
+    "kvp_never",
+    "optimize_fails",
+    "shutdown_refused",
+    "timeout",
+)
+"""``host_gone`` and ``timeout`` name the script they hit; ``host_gone_after`` names a
+cmdlet: the host goes away right after it took effect, in the middle of its script
+(the script's later cmdlets never run); the others are booleans."""
 
 
 class ScriptFailed(Exception):
-    """A simulated terminating error (what ``throw`` does under ErrorAction Stop)."""
+    """A simulated terminating error (what ``throw`` does under ErrorAction Stop). What
+    the script did before it stays done, as on a real host."""
+
+
+class _HostGone(Exception):
+    """The ``host_gone_after`` fault: the connection is lost right after a cmdlet."""
 
 
 def _key(path: str) -> str:
@@ -84,10 +112,15 @@ class HyperVSimulator:
                 "host",
                 {"name": "SIMULATED-HV", "os": "10.0.20348 (simulated)", "user": "SIM\\builder"},
             )
-            st.setdefault("free_gib", 500)
+            # Free GiB per drive of the simulated host; a path on another drive does not exist.
+            st.setdefault("drives", {"C:\\": 500, "D:\\": 500, "E:\\": 500})
             st.setdefault("hyperv_module", True)
-            st.setdefault("rights", True)
+            # The well-known SIDs of the groups the simulated account is in.
+            st.setdefault("groups", [ADMINISTRATORS, HYPERV_ADMINISTRATORS, REMOTE_MANAGEMENT_USERS])
             st.setdefault("switches", ["Default Switch"])
+            st.setdefault("smb_shares", {})
+            # What Msvm_SecureBootTemplate lists; [] plays a host that cannot say.
+            st.setdefault("secure_boot_templates", list(KNOWN_TEMPLATES))
             st.setdefault("files", {})
             st.setdefault("dirs", {})
             st.setdefault("vms", {})
@@ -123,16 +156,18 @@ class HyperVSimulator:
         with self._locked() as st:
             _write(st, path, data)
 
-    def add_checkpoint(self, vm_name: str) -> str:
-        """A checkpoint as Hyper-V makes one: the VM now writes to a new .avhdx."""
+    def add_checkpoint(self, vm_name: str, *, apply_first: str | None = None) -> str:
+        """A checkpoint as Hyper-V makes one (Checkpoint-VM): the VM now writes to a new
+        .avhdx, and the checkpoint is a child of the one the VM's state came from.
+        ``apply_first`` (a checkpoint id) applies that checkpoint first (Restore-VMSnapshot),
+        so the new one starts a branch of the tree. Returns the new checkpoint's id."""
         with self._locked() as st:
             vm = st["vms"][_key(vm_name)]
-            parent = vm["disks"][0]
-            child = ntpath.join(ntpath.dirname(parent), f"{vm['name']}_{uuid.uuid4()}.avhdx")
-            _write(st, child, b"SIMULATED differencing disk\n")
-            vm["checkpoints"].append({"disk": child, "parent": parent})
-            vm["disks"][0] = child
-            return child
+            if apply_first is not None:
+                cp = next(c for c in vm["checkpoints"] if c["id"] == apply_first)
+                vm["current_checkpoint"] = cp["id"]
+                vm["disks"][0] = cp["disk"]
+            return _checkpoint(st, vm, "Checkpoint-VM")
 
     def operator_installs(self, vm_name: str) -> None:
         """What an operator does for ``install: manual``: install the OS from the
@@ -152,12 +187,11 @@ class HyperVSimulator:
                 f"{self.label}: refused a script that is not one of gmi-fsm's fixed scripts",
                 hint="the simulator plays only orchestrator/hyperv/scripts/*.ps1; it never evaluates text",
             )
-        expected = set(param_names(name))
-        if set(params) != expected:
-            raise TargetError(
-                f"{self.label}: {name} was given parameters {sorted(params)}, its param block "
-                f"declares {sorted(expected)}"
-            )
+        try:
+            # The same names, types and ranges the real executor puts on the wire.
+            check_params(name, params)
+        except ScriptParamError as exc:
+            raise TargetError(f"{self.label}: {exc}") from None
         faults = self.snapshot()["faults"]
         if faults.get("auth_refused"):
             raise login_refused(self.label, "negotiate", "SIMULATED: 401 Unauthorized")
@@ -174,6 +208,8 @@ class HyperVSimulator:
             result = await self._play(name, handler, params, deadline, timeout_s)
         except ScriptFailed as exc:
             return PsResult(output=[], errors=[f"{exc} (SIMULATED)"], had_errors=True)
+        except _HostGone as exc:
+            raise connection_lost(self.label, name, f"SIMULATED: the host went away after {exc}") from None
         if faults.get("host_gone") == name:
             raise connection_lost(self.label, name, "SIMULATED: the host went away after the call started")
         return PsResult(output=[result], errors=[], had_errors=False)
@@ -196,9 +232,15 @@ class HyperVSimulator:
         with self._locked() as st:
             st["calls"].append({"script": name, "params": _jsonable(params)})
         while True:
+            failed: Exception | None = None
             with self._locked() as st:
                 _advance(st)
-                result = handler(st, params, t0)
+                try:
+                    result = handler(st, params, t0)
+                except (ScriptFailed, _HostGone) as exc:
+                    failed = exc  # the state so far is kept: it happened on the host
+            if failed is not None:
+                raise failed
             if result is not None:
                 return result
             if time.monotonic() >= deadline:
@@ -227,27 +269,66 @@ class HyperVSimulator:
         problems = []
         if not st["hyperv_module"]:
             problems.append("the Hyper-V PowerShell module is not installed")
-        if not st["rights"]:
+        if not {ADMINISTRATORS, HYPERV_ADMINISTRATORS} & set(st["groups"]):
             problems.append(
                 f"{st['host']['user']} is neither in Hyper-V Administrators nor in Administrators"
             )
         if not problems and _s(p, "SwitchName") not in st["switches"]:
             problems.append(f"no virtual switch named '{_s(p, 'SwitchName')}' (Get-VMSwitch lists them)")
         for d in (_s(p, "VmPath"), _s(p, "ExportPath")):
+            if _drive(d) not in st["drives"]:
+                raise ScriptFailed(
+                    f"New-Item: Cannot find drive. A drive with the name '{_drive(d)}' does not exist"
+                )
             st["dirs"][_key(d)] = d
-        if st["free_gib"] < _i(p, "DiskGiB"):
-            problems.append(f"only {st['free_gib']} GiB free for a {_i(p, 'DiskGiB')} GiB disk")
+        free = st["drives"][_drive(_s(p, "VmPath"))]
+        if free < _i(p, "DiskGiB"):
+            problems.append(f"only {free} GiB free for a {_i(p, 'DiskGiB')} GiB disk")
         iso = _s(p, "IsoPath")
         facts = {
             "hyperv.host": st["host"]["name"],
             "hyperv.os": st["host"]["os"],
             "hyperv.user": st["host"]["user"],
-            "hyperv.free_gib": str(st["free_gib"]),
+            "hyperv.free_gib": str(free),
             "hyperv.iso_present": str(bool(iso) and _key(iso) in st["files"]),
         }
         if problems:
             return _result(1, facts, "preflight failed: " + "; ".join(problems))
         return _result(0, facts, "host ready")
+
+    def _op_host_check(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        """host-check.ps1: reads only; every fact the script reports, from the model."""
+        facts = {
+            "host.name": st["host"]["name"],
+            "host.os_build": st["host"]["os"].split(".")[2].split(" ")[0],
+            "host.user": st["host"]["user"],
+            "host.powershell": "5.1.20348.2849",
+        }
+        for sid in (ADMINISTRATORS, HYPERV_ADMINISTRATORS, REMOTE_MANAGEMENT_USERS):
+            facts[f"member.{sid}"] = str(sid in st["groups"])
+        facts["hyperv.module"] = str(bool(st["hyperv_module"]))
+        if st["hyperv_module"]:
+            facts["switch.names"] = "|".join(st["switches"])
+            facts["switch.found"] = str(_s(p, "SwitchName") in st["switches"])
+            facts["secureboot.templates"] = "|".join(st["secure_boot_templates"])
+        for key, path in (("vm_path", _s(p, "VmPath")), ("export_path", _s(p, "ExportPath"))):
+            facts[f"{key}.exists"] = str(_key(path.rstrip("\\")) in st["dirs"])
+            near = path
+            while near and not (_key(near.rstrip("\\")) in st["dirs"] or _drive_root(st, near)):
+                parent = ntpath.dirname(near.rstrip("\\"))
+                near = "" if parent == near.rstrip("\\") else parent
+            facts[f"{key}.nearest"] = near
+            if near:
+                facts[f"{key}.root"] = _drive(near)
+                facts[f"{key}.free_gib"] = str(st["drives"][_drive(near)])
+        share = _s(p, "SmbShare")
+        if share:
+            found = {k.casefold(): v for k, v in st["smb_shares"].items()}.get(share.casefold())
+            facts["smb.found"] = str(found is not None)
+            if found is not None:
+                facts["smb.path"] = found
+                facts["smb.access"] = f"{st['host']['user']} Allow Full"
+        return _result(0, facts, "host facts read")
 
     def _op_vm_probe(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = st["vms"].get(_key(_s(p, "VmName")))
@@ -255,48 +336,32 @@ class HyperVSimulator:
             return _result(1, {}, f"no VM named '{_s(p, 'VmName')}'")
         if _owned(vm, _s(p, "BuildId")):
             return _result(0, {"hyperv.vm_state": vm["state"]}, "the build VM exists")
+        if _half_made(vm, _vhd_path(p)):
+            return _result(3, {}, f"the build VM '{_s(p, 'VmName')}' is half made (no Notes yet)")
         return _result(2, {}, f"a VM named '{_s(p, 'VmName')}' exists but was not made by this build")
 
     def _op_vm_create(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         name, bid = _s(p, "VmName"), _s(p, "BuildId")
+        vhd = _vhd_path(p)
         vm = st["vms"].get(_key(name))
         if vm is not None:
             if _owned(vm, bid):
-                return _result(0, {"hyperv.vm_id": vm["id"]}, "the build VM already exists")
-            raise ScriptFailed(f"a VM named '{name}' already exists and was not made by this build")
-        if _s(p, "SwitchName") not in st["switches"]:
-            raise ScriptFailed(f"New-VM: no switch '{_s(p, 'SwitchName')}'")
-        vhd = ntpath.join(_s(p, "VmPath"), name, "Virtual Hard Disks", f"{name}.vhdx")
-        if _key(vhd) in st["files"]:
-            raise ScriptFailed(f"the disk {vhd} already exists (left by another VM?): remove it first")
-        _write(st, vhd, f"SIMULATED VHDX {name} {_i(p, 'DiskGiB')} GiB\n".encode())
-        _count(st, "New-VM")
-        vm_id = str(uuid.uuid4())
-        st["vms"][_key(name)] = {
-            "name": name,
-            "id": vm_id,
-            "notes": f"gmi-fsm build {bid}",
-            "generation": 2,
-            "path": _s(p, "VmPath"),
-            "state": "Off",
-            "booted": "",
-            "started_at": None,
-            "stop_requested_at": None,
-            "memory_mib": _i(p, "MemoryMiB"),
-            "dynamic_memory": False,
-            "cpus": 1,
-            "secure_boot": True,
-            "secure_boot_template": "MicrosoftWindows",
-            "tpm": False,
-            "automatic_checkpoints": True,
-            "switch": _s(p, "SwitchName"),
-            "disks": [vhd],
-            "dvds": {},
-            "boot_order": ["disk"],
-            "checkpoints": [],
-            "keys_typed": 0,
-        }
-        return _result(0, {"hyperv.vm_id": vm_id, "hyperv.vhdx_path": vhd}, "VM created")
+                facts = {"hyperv.vm_id": vm["id"], "hyperv.vhdx_path": vhd}
+                return _result(0, facts, "the build VM already exists")
+            if not _half_made(vm, vhd):
+                raise ScriptFailed(f"a VM named '{name}' already exists and was not made by this build")
+        else:
+            if _key(vhd) in st["files"]:  # an earlier New-VM made the disk only
+                st["files"].pop(_key(vhd))
+            if _s(p, "SwitchName") not in st["switches"]:
+                raise ScriptFailed(f"New-VM: no switch '{_s(p, 'SwitchName')}'")
+            vm = _new_vm(
+                st, name, _s(p, "VmPath"), vhd, _i(p, "DiskGiB"), _i(p, "MemoryMiB"), _s(p, "SwitchName")
+            )
+            _cmdlet(st, "New-VM")
+        vm["notes"] = f"gmi-fsm build {bid}"  # Set-VM -Notes
+        _cmdlet(st, "Set-VM")
+        return _result(0, {"hyperv.vm_id": vm["id"], "hyperv.vhdx_path": vhd}, "VM created")
 
     def _op_vm_configure(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
@@ -358,9 +423,17 @@ class HyperVSimulator:
     def _op_vm_wait_off(self, st: dict[str, Any], p: Mapping[str, object], t0: float) -> Any:
         vm = _own_vm(st, p)
         if vm["state"] == "Off":
+            vm["stop_job"] = None  # Remove-Job
             return _result(0, {}, "off")
-        if p["StopIfRunning"] and vm["stop_requested_at"] is None:
-            vm["stop_requested_at"] = time.time()
+        if p["StopIfRunning"] and vm["stop_job"] is None:
+            _stop_vm_as_job(st, vm)
+        job = vm["stop_job"]
+        if job is not None and job["state"] == "Failed":
+            vm["stop_job"] = None  # Remove-Job
+            raise ScriptFailed(
+                f"Stop-VM could not shut the build VM down: {job['error']} (the guest must run the "
+                "Shutdown integration service: hv_utils, and an OS that honours it)"
+            )
         if time.time() - t0 >= _i(p, "TimeoutSeconds"):
             raise ScriptFailed(
                 f"the build VM did not power off within {_i(p, 'TimeoutSeconds')} s (state: {vm['state']})"
@@ -375,13 +448,18 @@ class HyperVSimulator:
 
     def _op_checkpoints_merge(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
-        removed = len(vm["checkpoints"])
-        for cp in reversed(vm["checkpoints"]):
-            _write(st, cp["parent"], _read(st, cp["parent"]) + b"merged checkpoint\n")
-            st["files"].pop(_key(cp["disk"]), None)
-            vm["disks"][0] = cp["parent"]
-        vm["checkpoints"] = []
-        return _result(0, {"hyperv.checkpoints_removed": str(removed)}, "no checkpoints left")
+        # As the script does: read the tree again before each removal.
+        found = get_vm_snapshot(vm)
+        left, removals = found, 0
+        while left:
+            if removals >= len(found):
+                raise ScriptFailed(f"checkpoints still listed after {removals} removals")
+            remove_vm_snapshot(st, vm, left[0]["id"], include_children=True)
+            removals += 1
+            left = get_vm_snapshot(vm)
+        if vm["disks"][0].endswith(".avhdx"):
+            raise ScriptFailed(f"differencing disks still attached: {vm['disks'][0]}")
+        return _result(0, {"hyperv.checkpoints_removed": str(len(found))}, "no checkpoints left")
 
     def _op_vhd_optimize(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
@@ -551,21 +629,18 @@ def _advance(st: dict[str, Any]) -> None:
             _write(st, disk, _read(st, disk) + b"installed unattended (simulated)\n")
             vm.update(state="Off", booted="", started_at=None)
         elif (
-            vm["stop_requested_at"] is not None
-            and vm["booted"] == "disk"  # the Shutdown service answers only in an installed guest
-            and now - vm["stop_requested_at"] >= 0.1
+            vm["stop_job"] is not None
+            and vm["stop_job"]["state"] == "Running"
+            and now - vm["stop_job"]["started_at"] >= 0.1
         ):
-            vm.update(state="Off", booted="", started_at=None, stop_requested_at=None)
+            vm.update(state="Off", booted="", started_at=None)
+            vm["stop_job"]["state"] = "Completed"
 
 
 def _start(st: dict[str, Any], vm: dict[str, Any], *, key_pressed: bool) -> None:
     if vm["automatic_checkpoints"]:
         # What Hyper-V does on every start when automatic checkpoints are on.
-        parent = vm["disks"][0]
-        child = ntpath.join(ntpath.dirname(parent), f"{vm['name']}_{uuid.uuid4()}.avhdx")
-        _write(st, child, b"SIMULATED automatic checkpoint\n")
-        vm["checkpoints"].append({"disk": child, "parent": parent})
-        vm["disks"][0] = child
+        _checkpoint(st, vm, "Automatic Checkpoint")
     installed = b"installed" in _read(st, _base_disk(vm))
     first = vm["boot_order"][0] if vm["boot_order"] else "disk"
     if first.startswith("dvd") and key_pressed and vm["dvds"].get(first.split(":")[1]):
@@ -573,7 +648,7 @@ def _start(st: dict[str, Any], vm: dict[str, Any], *, key_pressed: bool) -> None
         vm["booted"] = "installer-seeded" if "2" in vm["dvds"] else "installer"
     else:
         vm["booted"] = "disk" if installed else "no-os"
-    vm.update(state="Running", started_at=time.time(), stop_requested_at=None)
+    vm.update(state="Running", started_at=time.time(), stop_job=None)
 
 
 def _kvp_list(st: dict[str, Any], vm: dict[str, Any]) -> list[str]:
@@ -595,8 +670,157 @@ def _kvp_address(st: dict[str, Any], vm: dict[str, Any]) -> str:
     return ""
 
 
+def _drive(path: str) -> str:
+    return ntpath.splitdrive(path)[0].upper() + "\\"
+
+
+def _drive_root(st: dict[str, Any], path: str) -> bool:
+    """``path`` is the root of a drive the simulated host has (D:\\ exists as a folder)."""
+    return path.rstrip("\\").endswith(":") and _drive(path) in st["drives"]
+
+
 def _base_disk(vm: dict[str, Any]) -> str:
-    return str(vm["checkpoints"][0]["parent"] if vm["checkpoints"] else vm["disks"][0])
+    return str(vm["base_disk"])
+
+
+def _new_vm(
+    st: dict[str, Any], name: str, vm_path: str, vhd: str, disk_gib: int, memory_mib: int, switch: str
+) -> dict[str, Any]:
+    """New-VM: a Generation 2 VM with a new VHDX, and no Notes (New-VM cannot set them)."""
+    _write(st, vhd, f"SIMULATED VHDX {name} {disk_gib} GiB\n".encode())
+    _count(st, "New-VM")
+    vm: dict[str, Any] = {
+        "name": name,
+        "id": str(uuid.uuid4()),
+        "notes": "",
+        "generation": 2,
+        "path": vm_path,
+        "state": "Off",
+        "booted": "",
+        "started_at": None,
+        "stop_job": None,
+        "memory_mib": memory_mib,
+        "dynamic_memory": False,
+        "cpus": 1,
+        "secure_boot": True,
+        "secure_boot_template": "MicrosoftWindows",
+        "tpm": False,
+        "automatic_checkpoints": True,
+        "switch": switch,
+        "base_disk": vhd,
+        "disks": [vhd],
+        "dvds": {},
+        "boot_order": ["disk"],
+        "checkpoints": [],
+        "current_checkpoint": None,
+        "keys_typed": 0,
+    }
+    st["vms"][_key(name)] = vm
+    return vm
+
+
+def _vhd_path(p: Mapping[str, object]) -> str:
+    """Get-GmiVhdPath (the preamble): the disk's folder carries the build id."""
+    name = _s(p, "VmName")
+    return ntpath.join(_s(p, "VmPath"), name, "Virtual Hard Disks", _s(p, "BuildId"), f"{name}.vhdx")
+
+
+def _half_made(vm: dict[str, Any], vhd: str) -> bool:
+    """Test-GmiHalfMade (the preamble): no Notes, and a disk at this build's own path."""
+    return not vm["notes"] and any(_key(d) == _key(vhd) for d in vm["disks"])
+
+
+def _cmdlet(st: dict[str, Any], name: str) -> None:
+    """A cmdlet of the script took effect; the ``host_gone_after`` fault strikes here."""
+    if st["faults"].get("host_gone_after") == name:
+        st["faults"].pop("host_gone_after")
+        raise _HostGone(name)
+
+
+def _stop_vm_as_job(st: dict[str, Any], vm: dict[str, Any]) -> None:
+    """Stop-VM -Force -AsJob: the guest is asked to shut down through its Shutdown
+    integration service, which only an installed, running guest answers; the job fails
+    when the guest cannot or will not."""
+    job: dict[str, Any] = {"state": "Running", "started_at": time.time(), "error": ""}
+    if vm["booted"] != "disk":
+        job.update(
+            state="Failed",
+            error=f"Failed to shut down the virtual machine '{vm['name']}': the Shutdown integration "
+            "service is not available in the guest (SIMULATED)",
+        )
+    elif st["faults"].get("shutdown_refused"):
+        job.update(
+            state="Failed",
+            error=f"The guest operating system of '{vm['name']}' refused the shutdown request (SIMULATED)",
+        )
+    vm["stop_job"] = job
+
+
+def _checkpoint(st: dict[str, Any], vm: dict[str, Any], name: str) -> str:
+    parent_disk = vm["disks"][0]
+    child = ntpath.join(ntpath.dirname(vm["base_disk"]), f"{vm['name']}_{uuid.uuid4()}.avhdx")
+    _write(st, child, b"SIMULATED differencing disk\n")
+    cp = {
+        "id": str(uuid.uuid4()),
+        "name": f"{name} ({len(vm['checkpoints']) + 1})",
+        "parent_id": vm["current_checkpoint"],
+        "disk": child,
+        "parent_disk": parent_disk,
+    }
+    vm["checkpoints"].append(cp)
+    vm["current_checkpoint"] = cp["id"]
+    vm["disks"][0] = child
+    return str(cp["id"])
+
+
+# -- cmdlet models: checkpoints as a tree ------------------------------------------------
+
+
+def get_vm_snapshot(vm: dict[str, Any]) -> list[dict[str, Any]]:
+    """Get-VMSnapshot -VM: every checkpoint of the VM, the whole tree, oldest first."""
+    return list(vm["checkpoints"])
+
+
+def remove_vm_snapshot(
+    st: dict[str, Any], vm: dict[str, Any], checkpoint_id: str, *, include_children: bool
+) -> None:
+    """Remove-VMSnapshot -VMSnapshot X [-IncludeAllChildSnapshots]: X (and its subtree)
+    go; a checkpoint that is already gone is an error, as on Hyper-V. Without the switch
+    X's children move up to X's parent. With no checkpoint left, the differencing disks
+    are merged into the VM's own disk."""
+    by_id = {c["id"]: c for c in vm["checkpoints"]}
+    if checkpoint_id not in by_id:
+        raise ScriptFailed(
+            f"Remove-VMSnapshot: the checkpoint {checkpoint_id} of virtual machine '{vm['name']}' "
+            "was not found (it was removed already)"
+        )
+    gone = {checkpoint_id}
+    if include_children:
+        grew = True
+        while grew:
+            more = {c["id"] for c in vm["checkpoints"] if c["parent_id"] in gone} - gone
+            grew = bool(more)
+            gone |= more
+    else:
+        for c in vm["checkpoints"]:
+            if c["parent_id"] == checkpoint_id:
+                c["parent_id"] = by_id[checkpoint_id]["parent_id"]
+    vm["checkpoints"] = [c for c in vm["checkpoints"] if c["id"] not in gone]
+    if vm["current_checkpoint"] in gone:
+        vm["current_checkpoint"] = None
+    _count(st, "Remove-VMSnapshot")
+    if not vm["checkpoints"]:
+        # The merge: every .avhdx of this VM goes into its own disk.
+        for k in [k for k, f in st["files"].items() if f["path"].endswith(".avhdx") and _mine(vm, f["path"])]:
+            del st["files"][k]
+        _write(st, vm["base_disk"], _read(st, vm["base_disk"]) + b"merged checkpoint\n")
+        vm["disks"][0] = vm["base_disk"]
+
+
+def _mine(vm: dict[str, Any], path: str) -> bool:
+    return ntpath.basename(path).startswith(f"{vm['name']}_") and _key(ntpath.dirname(path)) == _key(
+        ntpath.dirname(vm["base_disk"])
+    )
 
 
 def _owned(vm: dict[str, Any], build_id: str) -> bool:

@@ -11,5 +11,5 @@ if ($vm.State -ne 'Off') { throw "the build VM must be Off to remove its DVD dri
 $dvds = @(Get-VMDvdDrive -VM $vm)
 $dvds | Remove-VMDvdDrive
 $disk = Get-VMHardDiskDrive -VM $vm | Select-Object -First 1
-Set-VMFirmware -VM $vm -FirstBootDevice $disk
+Set-VMFirmware -VM $vm -FirstBootDevice $disk | Out-Null
 Out-GmiResult -Message "removed $($dvds.Count) DVD drive(s); boots from the disk"

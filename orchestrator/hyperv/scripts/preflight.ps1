@@ -8,7 +8,7 @@ param(
 # @preamble
 $problems = [System.Collections.Generic.List[string]]::new()
 if (-not (Get-Module -ListAvailable -Name Hyper-V)) {
-    $problems.Add('the Hyper-V PowerShell module is not installed (Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V-Management-PowerShell)')
+    [void]$problems.Add('the Hyper-V PowerShell module is not installed (Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V-Management-PowerShell)')
 }
 $identity = [Security.Principal.WindowsIdentity]::GetCurrent()
 $principal = [Security.Principal.WindowsPrincipal]::new($identity)
@@ -16,10 +16,10 @@ $principal = [Security.Principal.WindowsPrincipal]::new($identity)
 $isHvAdmin = $principal.IsInRole([Security.Principal.SecurityIdentifier]::new('S-1-5-32-578'))
 $isAdmin = $principal.IsInRole([Security.Principal.SecurityIdentifier]::new('S-1-5-32-544'))
 if (-not ($isHvAdmin -or $isAdmin)) {
-    $problems.Add("$($identity.Name) is neither in Hyper-V Administrators nor in Administrators")
+    [void]$problems.Add("$($identity.Name) is neither in Hyper-V Administrators nor in Administrators")
 }
 if ($problems.Count -eq 0 -and -not (Get-VMSwitch | Where-Object { $_.Name -ceq $SwitchName })) {
-    $problems.Add("no virtual switch named '$SwitchName' (Get-VMSwitch lists them)")
+    [void]$problems.Add("no virtual switch named '$SwitchName' (Get-VMSwitch lists them)")
 }
 $freeGiB = -1
 foreach ($dir in @($VmPath, $ExportPath)) {
@@ -31,7 +31,7 @@ $root = [System.IO.Path]::GetPathRoot((Resolve-Path -LiteralPath $VmPath).Provid
 $drive = [System.IO.DriveInfo]::new($root)
 $freeGiB = [math]::Floor($drive.AvailableFreeSpace / 1GB)
 if ($freeGiB -lt $DiskGiB) {
-    $problems.Add("only $freeGiB GiB free on $root for a $DiskGiB GiB disk")
+    [void]$problems.Add("only $freeGiB GiB free on $root for a $DiskGiB GiB disk")
 }
 $isoPresent = $IsoPath -ne '' -and (Test-Path -LiteralPath $IsoPath -PathType Leaf)
 $facts = @{

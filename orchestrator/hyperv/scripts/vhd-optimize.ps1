@@ -11,11 +11,11 @@ if ($path -like '*.avhdx') { throw "the disk is still a differencing disk ($path
 $before = (Get-Item -LiteralPath $path).Length
 # Full mode reclaims unused blocks only on a disk mounted read-only; otherwise it
 # silently falls back to what Prezeroed does.
-Mount-VHD -Path $path -ReadOnly
+Mount-VHD -Path $path -ReadOnly | Out-Null
 try {
-    Optimize-VHD -Path $path -Mode Full
+    Optimize-VHD -Path $path -Mode Full | Out-Null
 } finally {
-    Dismount-VHD -Path $path
+    Dismount-VHD -Path $path | Out-Null
 }
 $after = (Get-Item -LiteralPath $path).Length
 $facts = @{ 'hyperv.vhdx_bytes_before' = [string]$before; 'hyperv.vhdx_bytes_after' = [string]$after }

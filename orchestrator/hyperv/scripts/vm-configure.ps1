@@ -22,11 +22,11 @@ Set-VMProcessor -VM $vm -Count $Cpus
 # Automatic checkpoints would leave .avhdx differencing disks behind every start.
 Set-VM -VM $vm -AutomaticCheckpointsEnabled $false
 if ($SecureBoot) {
-    Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate
+    Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate | Out-Null
 } else {
-    Set-VMFirmware -VM $vm -EnableSecureBoot Off
+    Set-VMFirmware -VM $vm -EnableSecureBoot Off | Out-Null
 }
-if ((Get-VMSecurity -VM $vm).TpmEnabled) { Disable-VMTPM -VM $vm }
+if ((Get-VMSecurity -VM $vm).TpmEnabled) { Disable-VMTPM -VM $vm | Out-Null }
 $dvd = Get-VMDvdDrive -VM $vm | Where-Object { $_.ControllerLocation -eq 1 -and $_.ControllerNumber -eq 0 }
 if ($null -eq $dvd) {
     $dvd = Add-VMDvdDrive -VM $vm -ControllerNumber 0 -ControllerLocation 1 -Path $IsoPath -Passthru
@@ -34,7 +34,7 @@ if ($null -eq $dvd) {
     Set-VMDvdDrive -VMDvdDrive $dvd -Path $IsoPath
 }
 $disk = Get-VMHardDiskDrive -VM $vm | Select-Object -First 1
-Set-VMFirmware -VM $vm -BootOrder $dvd, $disk
+Set-VMFirmware -VM $vm -BootOrder $dvd, $disk | Out-Null
 $facts = @{
     'hyperv.generation' = [string]$vm.Generation
     'hyperv.memory_mib' = [string]$MemoryMiB

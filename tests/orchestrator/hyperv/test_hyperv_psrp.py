@@ -10,14 +10,17 @@ import http.server
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pypsrp.exceptions import WSManFaultError
 
 from orchestrator.hyperv import psrp
 from orchestrator.hyperv.executor import CallTimeoutError
@@ -35,7 +38,7 @@ def _free_port() -> int:
 def _run(conn: PsrpConnection) -> TargetError:
     ex = PsrpExecutor(conn)
     with pytest.raises(TargetError) as info:
-        asyncio.run(ex.run(script_text("vm-probe"), {"VmName": "x", "BuildId": "b"}, timeout_s=20))
+        asyncio.run(ex.run(script_text("integration-status"), {"VmName": "x", "BuildId": "b"}, timeout_s=20))
     return info.value
 
 
@@ -119,43 +122,60 @@ def test_password_never_in_repr() -> None:
     assert "s3cret-pw" not in repr(PsrpExecutor(conn))
 
 
-class _FakePool:
-    def __init__(self, wsman: object) -> None:
-        pass
+class _Ledger:
+    """What the stand-ins below saw: pools opened and closed, pipelines begun."""
 
-    def __enter__(self) -> _FakePool:
-        return self
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+        self.wsman_closed = 0
+        self.pipelines: list[_Pipeline] = []
+        self.begin_errors: list[BaseException] = []  # raised by the next begin_invoke calls
+        self.never_ends = False
+        self.stop_fails = False
 
-    def __exit__(self, *a: object) -> None:
-        return
+
+LEDGER = _Ledger()
 
 
 class _FakeWsman:
-    def __enter__(self) -> _FakeWsman:
-        return self
+    def close(self) -> None:
+        LEDGER.wsman_closed += 1
 
-    def __exit__(self, *a: object) -> None:
-        return
+
+class _FakePool:
+    def __init__(self, wsman: object) -> None:
+        self.state = "new"
+
+    def open(self) -> None:
+        LEDGER.opened += 1
+        self.state = "open"
+
+    def close(self) -> None:
+        LEDGER.closed += 1
+        self.state = "closed"
 
 
 class _Streams:
     error: list[object] = []
 
 
-class _NeverEnding:
-    """A pipeline that keeps running until stopped; records what it was given."""
+class _Pipeline:
+    """A stand-in pipeline: ends at once with one result object, or (never_ends) runs
+    until stopped. Records what it was given."""
 
-    instances: list[_NeverEnding] = []
-
-    def __init__(self, pool: object) -> None:
+    def __init__(self, pool: _FakePool) -> None:
+        assert pool.state == "open", "a pipeline on a pool that is not open"
+        self.pool = pool
         self.state = psrp.PSInvocationState.NOT_STARTED
         self.scripts: list[str] = []
         self.params: dict[str, object] = {}
         self.stopped = False
+        self.closed = False
         self.streams = _Streams()
         self.output: list[object] = []
         self.had_errors = False
-        _NeverEnding.instances.append(self)
+        LEDGER.pipelines.append(self)
 
     def add_script(self, text: str) -> None:
         self.scripts.append(text)
@@ -164,25 +184,199 @@ class _NeverEnding:
         self.params.update(params)
 
     def begin_invoke(self) -> None:
-        self.state = psrp.PSInvocationState.RUNNING
+        if LEDGER.begin_errors:
+            raise LEDGER.begin_errors.pop(0)
+        if LEDGER.never_ends:
+            self.state = psrp.PSInvocationState.RUNNING
+        else:
+            self.output = ['{"exit": 0, "facts": {}, "artifacts": [], "message": "ok"}']
+            self.state = psrp.PSInvocationState.COMPLETED
 
     def poll_invoke(self, timeout: int | None = None) -> None:
         threading.Event().wait(0.05)
 
     def stop(self) -> None:
+        if LEDGER.stop_fails:  # as pypsrp: STOPPING, then the signal does not get through
+            self.state = psrp.PSInvocationState.STOPPING
+            raise requests.exceptions.ConnectionError("Connection reset by peer")
         self.stopped = True
         self.state = psrp.PSInvocationState.STOPPED
 
+    def close(self) -> None:
+        self.closed = True
 
-def test_deadline_stops_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(psrp, "PowerShell", _NeverEnding)
+
+@pytest.fixture
+def stand_ins(monkeypatch: pytest.MonkeyPatch) -> _Ledger:
+    global LEDGER
+    LEDGER = _Ledger()
+    monkeypatch.setattr(psrp, "PowerShell", _Pipeline)
     monkeypatch.setattr(psrp, "RunspacePool", _FakePool)
-    monkeypatch.setattr(PsrpExecutor, "_wsman", lambda self, t: _FakeWsman())
+    monkeypatch.setattr(PsrpExecutor, "_wsman", lambda self: _FakeWsman())
+    return LEDGER
+
+
+PROBE = {"VmName": "a'; $(evil)", "BuildId": "b"}
+
+
+def _call(ex: PsrpExecutor, timeout_s: float = 10) -> object:
+    return asyncio.run(ex.run(script_text("integration-status"), PROBE, timeout_s=timeout_s))
+
+
+def test_deadline_stops_the_pipeline(stand_ins: _Ledger) -> None:
+    stand_ins.never_ends = True
     ex = PsrpExecutor(PsrpConnection("hv01"))
-    params = {"VmName": "a'; $(evil)", "BuildId": "b"}
-    with pytest.raises(CallTimeoutError, match="vm-probe did not finish within 0.3 s"):
-        asyncio.run(ex.run(script_text("vm-probe"), params, timeout_s=0.3))
-    ps = _NeverEnding.instances[-1]
+    with pytest.raises(CallTimeoutError, match="integration-status did not finish within 0.3 s"):
+        _call(ex, 0.3)
+    ps = stand_ins.pipelines[-1]
     assert ps.stopped
-    assert ps.scripts == [script_text("vm-probe")]  # fixed text, exactly
-    assert ps.params == params  # values only as parameters
+    assert ps.scripts == [script_text("integration-status")]  # fixed text, exactly
+    assert {k: v.value for k, v in ps.params.items()} == PROBE  # values only as parameters
+    assert {k: v.tag for k, v in ps.params.items()} == {"VmName": "S", "BuildId": "S"}
+    # A stopped pipeline does not cost the pool.
+    stand_ins.never_ends = False
+    _call(ex)
+    assert stand_ins.opened == 1
+
+
+def test_a_stop_the_host_does_not_hear_still_times_out_and_drops_the_pool(stand_ins: _Ledger) -> None:
+    stand_ins.never_ends = True
+    stand_ins.stop_fails = True
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+    with pytest.raises(CallTimeoutError):
+        _call(ex, 0.2)
+    stand_ins.never_ends = stand_ins.stop_fails = False
+    _call(ex)
+    assert stand_ins.opened == 2  # the pool was not trusted again
+
+
+def test_one_pool_serves_every_call_until_close(stand_ins: _Ledger) -> None:
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+
+    async def calls() -> None:
+        for _ in range(3):
+            await ex.run(script_text("integration-status"), PROBE, timeout_s=10)
+        # Calls made together take turns on the one pool.
+        await asyncio.gather(
+            *(ex.run(script_text("integration-status"), PROBE, timeout_s=10) for _ in range(3))
+        )
+        await ex.close()
+
+    asyncio.run(calls())
+    assert (stand_ins.opened, stand_ins.closed, ex.pools_opened) == (1, 1, 1)
+    assert len(stand_ins.pipelines) == 6
+    assert all(p.closed for p in stand_ins.pipelines)  # each command freed on the host
+    assert stand_ins.wsman_closed == 1
+
+
+def test_a_broken_connection_drops_the_pool_and_the_next_call_opens_one(stand_ins: _Ledger) -> None:
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+    _call(ex)
+    stand_ins.begin_errors = [requests.exceptions.ConnectionError("Connection reset by peer")]
+    with pytest.raises(TargetError) as info:
+        _call(ex)
+    assert "connection to the Hyper-V host was lost during integration-status" in str(info.value)
+    assert info.value.retryable  # transient, as classify() says
+    assert stand_ins.closed == 0  # a broken pool is let go, not closed over a dead link
+    _call(ex)
+    assert stand_ins.opened == 2
+
+
+def test_a_pool_the_host_forgot_is_opened_again_once(stand_ins: _Ledger) -> None:
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+    _call(ex)
+    # The host's shell idle timeout ended our pool: its answer to the next command is a fault.
+    stand_ins.begin_errors = [WSManFaultError(0x8033805B, "hv01", "the shell was not found", "", "", "")]
+    _call(ex)
+    assert stand_ins.opened == 2
+    # A fault on a pool just opened is not retried: it is the answer.
+    asyncio.run(ex.close())
+    stand_ins.begin_errors = [WSManFaultError(0x80338000, "hv01", "access denied", "", "", "")]
+    with pytest.raises(TargetError, match="PowerShell Remoting failed during integration-status"):
+        _call(ex)
+    assert stand_ins.opened == 3
+
+
+def test_ctrl_c_stops_the_running_pipeline_and_close_waits_for_it(stand_ins: _Ledger) -> None:
+    stand_ins.never_ends = True
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+
+    async def interrupted() -> None:
+        task = asyncio.create_task(ex.run(script_text("integration-status"), PROBE, timeout_s=60))
+        while not stand_ins.pipelines or stand_ins.pipelines[-1].state != psrp.PSInvocationState.RUNNING:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await ex.close()  # returns once the worker stopped the pipeline
+
+    asyncio.run(interrupted())
+    assert stand_ins.pipelines[-1].stopped
+    assert stand_ins.closed == 1
+
+
+def test_a_script_that_is_not_a_fixed_one_or_a_badly_typed_value_is_refused(stand_ins: _Ledger) -> None:
+    ex = PsrpExecutor(PsrpConnection("hv01"))
+    with pytest.raises(TargetError, match="not one of gmi-fsm's fixed scripts"):
+        asyncio.run(ex.run("Get-Process", {}, timeout_s=5))
+    with pytest.raises(TargetError, match=r"\$Offset is \[long\]"):
+        asyncio.run(
+            ex.run(script_text("file-read-chunk"), {"Path": "p", "Offset": "0", "Length": 1}, timeout_s=5)
+        )
+    assert stand_ins.opened == 0  # refused before anything was sent
+
+
+# -- opening the pool on a slow host, for real (local HTTP servers) --------------------
+
+
+def _stalling_server(stall_s: float, status: int | None) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """Accepts, reads the request, waits ``stall_s``, then answers ``status`` (None: never)."""
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            threading.Event().wait(stall_s)
+            if status is None:
+                return
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, int(srv.server_address[1])
+
+
+def test_opening_the_pool_outlasts_the_receive_poll() -> None:
+    # The host answers the first request only after 3 s: longer than a Receive poll
+    # (poll_s=1 here), well within the open timeout. The answer arrives and is read.
+    srv, port = _stalling_server(3, 401)
+    try:
+        conn = PsrpConnection(
+            "127.0.0.1", port=port, https=False, auth="ntlm", username="u", password="p", poll_s=1
+        )
+        err = _run(conn)
+    finally:
+        srv.shutdown()
+    assert "refused the login (ntlm)" in str(err)
+
+
+def test_a_host_that_never_opens_a_session_fails_after_the_open_timeout() -> None:
+    srv, port = _stalling_server(30, None)
+    try:
+        conn = PsrpConnection(
+            "127.0.0.1", port=port, https=False, auth="ntlm", username="u", password="p", open_timeout_s=1
+        )
+        t0 = time.monotonic()
+        err = _run(conn)
+        waited = time.monotonic() - t0
+    finally:
+        srv.shutdown()
+    assert "did not open a PowerShell session within 1 s" in str(err)
+    assert "integration-status was not started" in str(err)
+    assert err.retryable
+    assert waited < 20

@@ -34,7 +34,12 @@ def cli(db: Path, cwd: Path, *args: str, timeout: float = 1800) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith("GMI_FSM_")}
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "--db", str(db), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -44,8 +49,15 @@ def test_hyperv_simulated_host_with_a_real_guest(tmp_path: Path) -> None:
     base = cached_debian_base(user="gmi", authorized_key=public)
     disk = create_work_copy(base.disk, tmp_path / "guest.qcow2", linked=True)
     seed = write_seed_iso(tmp_path / "seed.iso", SeedFiles(SEED, meta_data("hv-guest-1", "hv-guest")))
-    vm = QemuVm(VmConfig(name="hv-guest", state_dir=tmp_path / "vm", disks=[DiskSpec(disk, "qcow2")],
-                         seed_iso=seed, memory_mib=1536))
+    vm = QemuVm(
+        VmConfig(
+            name="hv-guest",
+            state_dir=tmp_path / "vm",
+            disks=[DiskSpec(disk, "qcow2")],
+            seed_iso=seed,
+            memory_mib=1536,
+        )
+    )
 
     async def boot() -> None:
         await vm.start()
@@ -58,11 +70,20 @@ def test_hyperv_simulated_host_with_a_real_guest(tmp_path: Path) -> None:
             "name": "hv-real-guest",
             "os": {"name": "Debian", "version": "12", "family": "apt"},
             "host": {
-                "kind": "hyperv", "host": "hv.example.test", "vm_path": "D:\\GMI\\build",
-                "export_path": "D:\\GMI\\export", "install": "manual", "boot_timeout_s": 5,
-                "install_timeout_s": 5, "shutdown_timeout_s": 30,
-                "simulator": {"state": "sim.json", "kvp_delay_s": 0.05, "guest_steps": True,
-                              "guest_address": "127.0.0.1"},
+                "kind": "hyperv",
+                "host": "hv.example.test",
+                "vm_path": "D:\\GMI\\build",
+                "export_path": "D:\\GMI\\export",
+                "install": "manual",
+                "boot_timeout_s": 5,
+                "install_timeout_s": 5,
+                "shutdown_timeout_s": 30,
+                "simulator": {
+                    "state": "sim.json",
+                    "kvp_delay_s": 0.05,
+                    "guest_steps": True,
+                    "guest_address": "127.0.0.1",
+                },
             },
             "source": {"iso": "installer.iso"},
             "guest": {"user": "gmi", "ssh_private_key": f"file:{key}", "ssh_port": vm.ssh_port},
@@ -87,9 +108,16 @@ def test_hyperv_simulated_host_with_a_real_guest(tmp_path: Path) -> None:
         audit = json.loads(cli(db, tmp_path, "audit", build_id, "--format", "json").stdout)
         guest = [c for c in audit["commands"] if c["target"] == "guest" and c["kind"] == "step"]
         names = {c["step"] for c in guest}
-        assert {"wait-first-boot", "install-daemons", "datasource-nocloud", "zero-fill",
-                "seal-and-power-off"} <= names
-        assert all(c["outcome"] == "succeeded" for c in guest), [c for c in guest if c["outcome"] != "succeeded"]
+        assert {
+            "wait-first-boot",
+            "install-daemons",
+            "datasource-nocloud",
+            "zero-fill",
+            "seal-and-power-off",
+        } <= names
+        assert all(c["outcome"] == "succeeded" for c in guest), [
+            c for c in guest if c["outcome"] != "succeeded"
+        ]
         facts = audit["facts"]
         assert facts["os.id"] == "debian"
         assert "hv-kvp-daemon" in facts["hyperv.daemons"]

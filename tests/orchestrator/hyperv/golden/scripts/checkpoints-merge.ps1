@@ -28,20 +28,46 @@ function Test-GmiOwned {
     param($VM, [string]$BuildId)
     $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
 }
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
 $vm = Find-GmiVM -Name $VmName
 if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
-$snapshots = @(Get-VMSnapshot -VM $vm)
-if ($snapshots.Count -gt 0) {
-    # Removing a checkpoint merges its .avhdx into the parent (asynchronously).
-    $snapshots | Remove-VMSnapshot -IncludeAllChildSnapshots
+# Checkpoints form a tree, and removing one with -IncludeAllChildSnapshots removes its
+# subtree: a list read once holds checkpoints that are gone when their turn comes. So the
+# tree is read again before each removal, which takes one that is still there. Removing
+# a checkpoint merges its .avhdx into the parent (asynchronously, waited for below).
+$found = @(Get-VMSnapshot -VM $vm)
+$left = $found
+$removals = 0
+while ($left.Count -gt 0) {
+    if ($removals -ge $found.Count) {
+        throw "checkpoints still listed after $removals removals: $(($left | ForEach-Object { $_.Name }) -join ', ')"
+    }
+    Remove-VMSnapshot -VMSnapshot $left[0] -IncludeAllChildSnapshots
+    $removals++
+    $left = @(Get-VMSnapshot -VM $vm)
 }
 $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
 do {
     $disks = @(Get-VMHardDiskDrive -VM $vm | Where-Object { $_.Path -like '*.avhdx' })
     if ($disks.Count -eq 0) {
-        Out-GmiResult -Facts @{ 'hyperv.checkpoints_removed' = [string]$snapshots.Count } -Message 'no checkpoints left'
+        Out-GmiResult -Facts @{ 'hyperv.checkpoints_removed' = [string]$found.Count } -Message 'no checkpoints left'
         return
     }
     Start-Sleep -Seconds 2
 } while ((Get-Date) -lt $deadline)
-throw "differencing disks still attached after $TimeoutSeconds s: $(($disks | ForEach-Object Path) -join ', ')"
+throw "differencing disks still attached after $TimeoutSeconds s: $(($disks | ForEach-Object { $_.Path }) -join ', ')"

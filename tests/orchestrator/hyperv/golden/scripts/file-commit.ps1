@@ -28,6 +28,22 @@ function Test-GmiOwned {
     param($VM, [string]$BuildId)
     $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
 }
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
 # An upload becomes visible under its name only once its digest is right.
 $hash = (Get-FileHash -LiteralPath $PartPath -Algorithm SHA256).Hash.ToLowerInvariant()
 if ($hash -ne $Sha256.ToLowerInvariant()) {

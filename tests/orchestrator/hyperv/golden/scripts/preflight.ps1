@@ -30,9 +30,25 @@ function Test-GmiOwned {
     param($VM, [string]$BuildId)
     $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
 }
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
 $problems = [System.Collections.Generic.List[string]]::new()
 if (-not (Get-Module -ListAvailable -Name Hyper-V)) {
-    $problems.Add('the Hyper-V PowerShell module is not installed (Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V-Management-PowerShell)')
+    [void]$problems.Add('the Hyper-V PowerShell module is not installed (Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V-Management-PowerShell)')
 }
 $identity = [Security.Principal.WindowsIdentity]::GetCurrent()
 $principal = [Security.Principal.WindowsPrincipal]::new($identity)
@@ -40,10 +56,10 @@ $principal = [Security.Principal.WindowsPrincipal]::new($identity)
 $isHvAdmin = $principal.IsInRole([Security.Principal.SecurityIdentifier]::new('S-1-5-32-578'))
 $isAdmin = $principal.IsInRole([Security.Principal.SecurityIdentifier]::new('S-1-5-32-544'))
 if (-not ($isHvAdmin -or $isAdmin)) {
-    $problems.Add("$($identity.Name) is neither in Hyper-V Administrators nor in Administrators")
+    [void]$problems.Add("$($identity.Name) is neither in Hyper-V Administrators nor in Administrators")
 }
 if ($problems.Count -eq 0 -and -not (Get-VMSwitch | Where-Object { $_.Name -ceq $SwitchName })) {
-    $problems.Add("no virtual switch named '$SwitchName' (Get-VMSwitch lists them)")
+    [void]$problems.Add("no virtual switch named '$SwitchName' (Get-VMSwitch lists them)")
 }
 $freeGiB = -1
 foreach ($dir in @($VmPath, $ExportPath)) {
@@ -55,7 +71,7 @@ $root = [System.IO.Path]::GetPathRoot((Resolve-Path -LiteralPath $VmPath).Provid
 $drive = [System.IO.DriveInfo]::new($root)
 $freeGiB = [math]::Floor($drive.AvailableFreeSpace / 1GB)
 if ($freeGiB -lt $DiskGiB) {
-    $problems.Add("only $freeGiB GiB free on $root for a $DiskGiB GiB disk")
+    [void]$problems.Add("only $freeGiB GiB free on $root for a $DiskGiB GiB disk")
 }
 $isoPresent = $IsoPath -ne '' -and (Test-Path -LiteralPath $IsoPath -PathType Leaf)
 $facts = @{

@@ -33,6 +33,22 @@ function Test-GmiOwned {
     param($VM, [string]$BuildId)
     $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
 }
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
 # Every setting below is a "set to": running it again changes nothing.
 $vm = Find-GmiVM -Name $VmName
 if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
@@ -46,11 +62,11 @@ Set-VMProcessor -VM $vm -Count $Cpus
 # Automatic checkpoints would leave .avhdx differencing disks behind every start.
 Set-VM -VM $vm -AutomaticCheckpointsEnabled $false
 if ($SecureBoot) {
-    Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate
+    Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate | Out-Null
 } else {
-    Set-VMFirmware -VM $vm -EnableSecureBoot Off
+    Set-VMFirmware -VM $vm -EnableSecureBoot Off | Out-Null
 }
-if ((Get-VMSecurity -VM $vm).TpmEnabled) { Disable-VMTPM -VM $vm }
+if ((Get-VMSecurity -VM $vm).TpmEnabled) { Disable-VMTPM -VM $vm | Out-Null }
 $dvd = Get-VMDvdDrive -VM $vm | Where-Object { $_.ControllerLocation -eq 1 -and $_.ControllerNumber -eq 0 }
 if ($null -eq $dvd) {
     $dvd = Add-VMDvdDrive -VM $vm -ControllerNumber 0 -ControllerLocation 1 -Path $IsoPath -Passthru
@@ -58,7 +74,7 @@ if ($null -eq $dvd) {
     Set-VMDvdDrive -VMDvdDrive $dvd -Path $IsoPath
 }
 $disk = Get-VMHardDiskDrive -VM $vm | Select-Object -First 1
-Set-VMFirmware -VM $vm -BootOrder $dvd, $disk
+Set-VMFirmware -VM $vm -BootOrder $dvd, $disk | Out-Null
 $facts = @{
     'hyperv.generation' = [string]$vm.Generation
     'hyperv.memory_mib' = [string]$MemoryMiB

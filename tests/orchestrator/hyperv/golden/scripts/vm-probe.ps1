@@ -1,6 +1,7 @@
 param(
     [string]$VmName,
-    [string]$BuildId
+    [string]$BuildId,
+    [string]$VmPath
 )
 # Shared preamble: the loader puts it where a script says "# @preamble" (after its
 # param block, which PowerShell requires to come first).
@@ -27,12 +28,32 @@ function Test-GmiOwned {
     param($VM, [string]$BuildId)
     $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
 }
-# Exit 0: this build's VM exists; 1: no such VM; 2: a VM of that name that is not ours.
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
+# Exit 0: this build's VM exists; 1: no such VM; 2: a VM of that name that is not ours;
+# 3: this build's VM, half made (New-VM went through, Set-VM -Notes did not): vm-create
+# finishes it when it runs again.
 $vm = Find-GmiVM -Name $VmName
 if ($null -eq $vm) {
     Out-GmiResult -Exit 1 -Message "no VM named '$VmName'"
 } elseif (Test-GmiOwned -VM $vm -BuildId $BuildId) {
     Out-GmiResult -Facts @{ 'hyperv.vm_state' = [string]$vm.State } -Message 'the build VM exists'
+} elseif (Test-GmiHalfMade -VM $vm -VhdPath (Get-GmiVhdPath -VmPath $VmPath -VmName $VmName -BuildId $BuildId)) {
+    Out-GmiResult -Exit 3 -Message "the build VM '$VmName' is half made (no Notes yet): vm-create finishes it"
 } else {
     Out-GmiResult -Exit 2 -Message "a VM named '$VmName' exists but was not made by this build"
 }

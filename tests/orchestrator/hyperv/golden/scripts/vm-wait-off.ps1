@@ -29,22 +29,51 @@ function Test-GmiOwned {
     param($VM, [string]$BuildId)
     $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
 }
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
 $vm = Find-GmiVM -Name $VmName
 if (-not (Test-GmiOwned -VM $vm -BuildId $BuildId)) { throw "the build VM '$VmName' is missing or not ours" }
 if ($vm.State -eq 'Off') {
     Out-GmiResult -Message 'already off'
     return
 }
+$job = $null
 if ($StopIfRunning) {
     # Without -TurnOff, Stop-VM asks the guest to shut down (Shutdown integration service).
-    Stop-VM -VM $vm -Force -AsJob | Out-Null
+    # As a job, so that this script keeps its own deadline; the job's end is read below,
+    # or a refused shutdown would look like a slow one until the deadline.
+    $job = Stop-VM -VM $vm -Force -AsJob
 }
 $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
 while ((Get-Date) -lt $deadline) {
     if ((Get-VM -Id $vm.Id).State -eq 'Off') {
+        if ($null -ne $job) { Remove-Job -Job $job -Force }
         Out-GmiResult -Message 'off'
         return
     }
+    if ($null -ne $job -and $job.State -eq 'Failed') {
+        Receive-Job -Job $job -ErrorAction SilentlyContinue -ErrorVariable stopErrors | Out-Null
+        $reason = @($stopErrors | ForEach-Object { $_.Exception.Message }) -join '; '
+        if ($reason -eq '' -and $null -ne $job.JobStateInfo.Reason) { $reason = $job.JobStateInfo.Reason.Message }
+        Remove-Job -Job $job -Force
+        throw ("Stop-VM could not shut the build VM down: $reason (the guest must run the Shutdown " +
+            'integration service: hv_utils, and an OS that honours it)')
+    }
     Start-Sleep -Seconds 2
 }
+if ($null -ne $job) { Remove-Job -Job $job -Force }
 throw "the build VM did not power off within $TimeoutSeconds s (state: $((Get-VM -Id $vm.Id).State))"
