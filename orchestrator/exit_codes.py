@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     SECRET_ERROR = 11  # a secret reference (env:/file:) could not be resolved
     VALIDATION_FAILED = 12  # `gmi-fsm validate` found the package not acceptable
     INSPECT_UNAVAILABLE = 13  # `validate --inspect` could not look inside the disk (no libguestfs)
-    HOST_CHECK_FAILED = 14  # `hyperv check` found the host not ready (each failed item names its fix)
+    HOST_CHECK_FAILED = 16  # `hyperv check` found the host not ready (each failed item names its fix)
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; resumable with --resume
 
 

@@ -26,7 +26,7 @@ def check(spec: Path, as_json: bool) -> None:
     the Hyper-V module, the switch, free space, the SMB share, Secure Boot templates.
 
     It only reads: nothing is created on the host and nothing is written to the event
-    database. Each failed item names its fix. Exit 0: ready (warnings allowed); 14: a
+    database. Each failed item names its fix. Exit 0: ready (warnings allowed); 16: a
     check failed; 3: SPEC is not valid; 11: its password reference cannot be resolved;
     2: its host is not kind hyperv.
     """
