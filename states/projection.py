@@ -181,29 +181,29 @@ def _step_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     step.open_command_id = ""
 
 
-def _within_open_attempt(st: BuildState, ev: RecordedEvent) -> None:
+def _within_open_attempt(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
     if st.open_attempt != (p["stage"], p["step"], p["attempt"]):
         raise IllegalMove(
-            ev.type, st.status, f"step {p['stage']}/{p['step']} attempt {p['attempt']} is not running"
+            ev.type, m.state, f"step {p['stage']}/{p['step']} attempt {p['attempt']} is not running"
         )
 
 
-def _subcommand_started(st: BuildState, _m: BuildModel, ev: RecordedEvent) -> None:
-    _within_open_attempt(st, ev)
+def _subcommand_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    _within_open_attempt(st, m, ev)
     if ev.payload["index"] != st.open_subcommands + 1:
-        raise IllegalMove(ev.type, st.status, f"sub-command {ev.payload['index']} is out of order")
+        raise IllegalMove(ev.type, m.state, f"sub-command {ev.payload['index']} is out of order")
     st.open_subcommands += 1
 
 
-def _subcommand_finished(st: BuildState, _m: BuildModel, ev: RecordedEvent) -> None:
-    _within_open_attempt(st, ev)
+def _subcommand_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    _within_open_attempt(st, m, ev)
     if not 1 <= ev.payload["index"] <= st.open_subcommands:
-        raise IllegalMove(ev.type, st.status, f"sub-command {ev.payload['index']} was not started")
+        raise IllegalMove(ev.type, m.state, f"sub-command {ev.payload['index']} was not started")
 
 
-def _progress(st: BuildState, _m: BuildModel, ev: RecordedEvent) -> None:
-    _within_open_attempt(st, ev)
+def _progress(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    _within_open_attempt(st, m, ev)
     p = ev.payload
     st.progress.setdefault(f"{p['stage']}/{p['step']}", {}).update(p["values"])
 
