@@ -225,20 +225,20 @@ class HyperVHost:
     async def _op_install_operator(
         self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
     ) -> CommandResult:
-        result = await self.executor.run(
-            _script("vm-address"),
-            {
-                "VmName": self.spec.vm_name,
-                "BuildId": self.build_id,
-                "TimeoutSeconds": params["TimeoutSeconds"],
-                "StartIfOff": False,
-            },
-            timeout_s=timeout_s,
-        )
-        from orchestrator.hyperv.invoke import ScriptError, outcome_of  # noqa: PLC0415
+        from orchestrator.hyperv.invoke import ScriptError  # noqa: PLC0415
 
         try:
-            outcome = outcome_of("vm-address", result)
+            outcome = await run_script(
+                self.executor,
+                "vm-address",
+                {
+                    "VmName": self.spec.vm_name,
+                    "BuildId": self.build_id,
+                    "TimeoutSeconds": params["TimeoutSeconds"],
+                    "StartIfOff": False,
+                },
+                timeout_s=timeout_s,
+            )
         except ScriptError:
             user = self.spec.guest.user if self.spec.guest else "the build user"
             return CommandResult(
@@ -305,9 +305,3 @@ EXPORT_MARKER = "gmi-fsm-export.json"
 
 def name_of(path: str) -> str:
     return ntpath.basename(path)
-
-
-def _script(name: str) -> str:
-    from orchestrator.hyperv.scripts import script_text  # noqa: PLC0415
-
-    return script_text(name)
