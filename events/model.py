@@ -6,6 +6,9 @@ the only source of truth: a build's state is computed from them (``events.projec
 
 Schema version history:
     1: the first version.
+    2: ``StepStarted.command_id``; ``SubcommandStarted``/``SubcommandFinished`` (the
+       programs a host operation runs) and ``StepProgress`` (a long step's checkpoints).
+       Additive: every version-1 stream is a valid version-2 stream.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class _Event(BaseModel):
@@ -63,6 +66,10 @@ class StepStarted(_Event):
     idempotent: bool
     timeout_s: float
     probe: bool = False
+    command_id: str = ""
+    """Carried in the environment (``GMI_COMMAND_ID``) of every process this attempt
+    starts, locally and in the guest: how a resume finds and stops what is left of an
+    attempt that never finished (docs/architecture.md, "Containment")."""
 
 
 class OutputDigest(BaseModel):
@@ -91,6 +98,48 @@ class StepFinished(_Event):
     stderr: OutputDigest | None = None
     error: str = ""
     probe: bool = False
+
+
+class SubcommandStarted(_Event):
+    """A step is about to run a program (a host operation's ``qemu-img``, ``mkfs``...).
+    Committed before the program starts, like StepStarted; ``index`` counts from 1
+    within the attempt. ``argv`` has every secret masked."""
+
+    type: Literal["SubcommandStarted"] = "SubcommandStarted"
+    stage: str
+    step: str
+    attempt: int
+    index: int
+    argv: list[str]
+    cwd: str = ""
+
+
+class SubcommandFinished(_Event):
+    """How a program run by a step ended. ``exit_code`` None: killed, timed out, or
+    left running on purpose (``note`` says which: e.g. the build VM)."""
+
+    type: Literal["SubcommandFinished"] = "SubcommandFinished"
+    stage: str
+    step: str
+    attempt: int
+    index: int
+    exit_code: int | None
+    duration_s: float
+    stdout: OutputDigest | None = None
+    stderr: OutputDigest | None = None
+    error: str = ""
+    note: str = ""
+
+
+class StepProgress(_Event):
+    """A checkpoint of a long step (e.g. the bytes of a transfer verified so far): a
+    later attempt of the same step continues from the last one instead of from zero."""
+
+    type: Literal["StepProgress"] = "StepProgress"
+    stage: str
+    step: str
+    attempt: int
+    values: dict[str, str]
 
 
 class StageCompleted(_Event):
@@ -186,6 +235,9 @@ Event = Annotated[
     | StageEntered
     | StepStarted
     | StepFinished
+    | SubcommandStarted
+    | SubcommandFinished
+    | StepProgress
     | StageCompleted
     | StageFailed
     | BuildPaused

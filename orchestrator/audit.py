@@ -4,6 +4,7 @@ events alone."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ def audit_report(state: BuildState, events: Iterable[RecordedEvent], chain: Chai
     stages: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None  # the step whose programs are being recorded
     for ev in events:
         p = ev.payload
         if ev.type in ("BuildRequested", "BuildResumed"):
@@ -53,9 +55,39 @@ def audit_report(state: BuildState, events: Iterable[RecordedEvent], chain: Chai
                 "stdout": None,
                 "stderr": None,
                 "error": "",
+                "subcommands": [],
             }
             open_[(p["stage"], p["step"], p["attempt"], bool(p.get("probe")))] = row
+            current = row
             commands.append(row)
+        elif ev.type == "SubcommandStarted" and current is not None:
+            current["subcommands"].append(
+                {
+                    "index": p["index"],
+                    "argv": p["argv"],
+                    "cwd": p.get("cwd", ""),
+                    "started_at": ev.at,
+                    "exit_code": None,
+                    "duration_s": None,
+                    "stdout": None,
+                    "stderr": None,
+                    "error": "",
+                    "note": "",
+                    "finished": False,
+                }
+            )
+        elif ev.type == "SubcommandFinished" and current is not None:
+            for sub in current["subcommands"]:
+                if sub["index"] == p["index"]:
+                    sub.update(
+                        exit_code=p.get("exit_code"),
+                        duration_s=p.get("duration_s"),
+                        stdout=_digest(p.get("stdout")),
+                        stderr=_digest(p.get("stderr")),
+                        error=p.get("error", ""),
+                        note=p.get("note", ""),
+                        finished=True,
+                    )
         elif ev.type == "StepFinished":
             key = (p["stage"], p["step"], p["attempt"], bool(p.get("probe")))
             if key not in open_:  # already_done after an in-doubt attempt has its own row
@@ -92,6 +124,18 @@ def audit_report(state: BuildState, events: Iterable[RecordedEvent], chain: Chai
         "facts": dict(sorted(state.facts.items())),
         "artifacts": list(state.artifacts.values()),
     }
+
+
+def _subcommand_end(sub: dict[str, Any]) -> str:
+    if not sub["finished"]:
+        return "started, never finished (in doubt)"
+    if sub["note"]:
+        return str(sub["note"])
+    if sub["exit_code"] is None:
+        return f"no exit status: {sub['error']}"
+    out = sub["stdout"]
+    digest = f", stdout sha256 `{out['sha256'][:12]}` ({out['size']} bytes)" if out and out["size"] else ""
+    return f"exit {sub['exit_code']} in {sub['duration_s']:.2f} s{digest}"
 
 
 def _digest(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -138,6 +182,12 @@ def audit_markdown(report: dict[str, Any]) -> str:
         if params:
             lines.append(f"  # params: {params}")
         lines.append("  ```")
+        for sub in c.get("subcommands", []):
+            lines.append(f"  - program {sub['index']}: {_subcommand_end(sub)}")
+            lines.append("")
+            lines.append("    ```")
+            lines.append("    " + shlex.join(str(a) for a in sub["argv"]))
+            lines.append("    ```")
     lines += ["", "## Facts", ""]
     lines += [f"- `{k}`: {v}" for k, v in report["facts"].items()] or ["(none)"]
     lines += ["", "## Artifacts", ""]

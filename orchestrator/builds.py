@@ -141,10 +141,13 @@ async def run(
     engine_hook: Any = None,
 ) -> RunResult:
     """Run (or resume) a build until it ends or pauses."""
+    import asyncio  # noqa: PLC0415 - read commands import this module and must start fast
+
     from orchestrator.engine import Engine  # noqa: PLC0415
     from orchestrator.hosts.factory import make_host  # noqa: PLC0415 - heavy imports
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
     from orchestrator.runlock import runner_lock  # noqa: PLC0415
+    from orchestrator.view import BuildView  # noqa: PLC0415
 
     store.require(build_id)
     # One runner per build, taken BEFORE the events are read: a second runner must not
@@ -155,7 +158,7 @@ async def run(
         # A resumed run never read the spec file: resolve its secret references again,
         # so their values are known to the redactor before any output is captured.
         check_secrets(spec, base_dir)
-        host = make_host(spec, base_dir, recorder)
+        host = make_host(spec, base_dir, BuildView(recorder))
         engine = Engine(
             recorder,
             host,
@@ -169,7 +172,12 @@ async def run(
         try:
             return await engine.run()
         finally:
-            await host.close()
+            try:
+                # Shielded: a second Ctrl-C must not leave the build VM half shut down
+                # with its closing step in doubt.
+                await asyncio.shield(engine.close_run())
+            finally:
+                await host.close()
 
 
 def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str = "") -> BuildState:
@@ -216,6 +224,7 @@ async def abort(store: SqliteEventStore, build_id: str, reason: str, *, clean_up
     from orchestrator.hosts.factory import make_host  # noqa: PLC0415
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
     from orchestrator.runlock import runner_lock  # noqa: PLC0415
+    from orchestrator.view import BuildView  # noqa: PLC0415
 
     store.require(build_id)
     with runner_lock(store.path, build_id):
@@ -228,7 +237,7 @@ async def abort(store: SqliteEventStore, build_id: str, reason: str, *, clean_up
         if clean_up:
             spec, base_dir = frozen_spec(st)
             check_secrets(spec, base_dir)
-            host = make_host(spec, base_dir, recorder)
+            host = make_host(spec, base_dir, BuildView(recorder))
             try:
                 problems = await Engine(recorder, host, who=who()).clean_up_for_abort()
             finally:

@@ -30,11 +30,15 @@ from events.model import (
     StepOutcome,
     StepStarted,
 )
+from orchestrator import procs
 from orchestrator.capture import OutputCapture
 from orchestrator.hosts.base import Host
+from orchestrator.journal import EngineJournal
 from orchestrator.recorder import BuildRecorder
 from orchestrator.secrets import REDACTOR
+from orchestrator.stepcontext import StepAttempt, attempt_running
 from orchestrator.targets.base import CommandResult, Stream, TargetError
+from orchestrator.targets.command_ids import command_id_for
 from states.projection import DONE, RUNNING, BuildState
 from states.stages import FAILED, FIRST_STAGE, PAUSED, REQUESTED, STAGE_NAMES, next_stage
 from states.steps import Command, Step
@@ -131,8 +135,27 @@ class Engine:
         try:
             return await self._drive()
         except asyncio.CancelledError:
+            # Programs run by worker threads (a host operation's qemu-img) are not
+            # reached by the cancellation: stop them, so their threads return.
+            procs.stop_all()
             self._interrupted(self.stop_signal or "cancelled")
             raise
+
+    async def close_run(self) -> list[str]:
+        """At the end of every run that did not end the build: the host's closing steps
+        (power the build VM down, remove a failed build's VM), recorded like probes.
+        Returns the problems (they never change the run's outcome)."""
+        st = self.state
+        stage = st.stage or (st.status if st.status in STAGE_NAMES else "")
+        if not stage or st.terminal:
+            return []
+        problems = []
+        for step in self.host.closing_steps(stage):
+            ok, error, _ = await self._attempt(step, 1, session_step=True)
+            if not ok:
+                problems.append(f"{step.name}: {error}")
+                self.observer.message(f"closing step {step.id} failed: {error}")
+        return problems
 
     async def clean_up_for_abort(self) -> list[str]:
         """Run the host's abort clean-up (recorded like probes); return the problems."""
@@ -192,6 +215,8 @@ class Engine:
     async def _run_planned(self, step: Step) -> RunResult | None:
         record = self.state.steps.get(step.id)
         if record is not None and record.status == DONE:
+            if record.open_command_id:  # skipped by an operator while in doubt
+                return await self._stop_leftovers(step, record.open_command_id)
             return None
         in_doubt = record is not None and record.status == RUNNING
         if in_doubt and not step.idempotent and step.check is None:
@@ -201,10 +226,38 @@ class Engine:
         failed = await self._ensure_session(step)
         if failed is not None:
             return failed
+        if record is not None and record.open_command_id:
+            # An attempt that never finished may have left processes running (the
+            # guest outlived the run; a supervisor was killed with gmi-fsm): nothing of
+            # it may run while its effect is probed or it runs again.
+            failed = await self._stop_leftovers(step, record.open_command_id)
+            if failed is not None:
+                return failed
         if in_doubt and record is not None and await self._settle_in_doubt(step, record.attempts):
             return None
         # FAILED_STEP (a resumed failed build) and RETRY (operator) run again.
         return await self._attempts(step, record.attempts + 1 if record else 1)
+
+    async def _stop_leftovers(self, step: Step, command_id: str) -> RunResult | None:
+        target = self.host.target(step.target)
+        command = target.stop_command(command_id, sudo=step.command.sudo)
+        if command is None:
+            return None
+        stop = Step(
+            stage=step.stage,
+            name=step.name,
+            target=step.target,
+            command=command,
+            description=f"stop what is left of an unfinished attempt (command id {command_id})",
+            timeout_s=60,
+            idempotent=True,
+        )
+        ok, error, _ = await self._attempt(stop, 0, session_step=True)
+        if ok:
+            return None
+        reason = f"step {step.id}: could not stop what an unfinished attempt left running: {error}"
+        self.recorder.record(StageFailed(stage=step.stage, step=step.name, reason=reason))
+        return RunResult(Outcome.FAILED, self.state.build_id, step.stage, reason)
 
     async def _ensure_session(self, step: Step) -> RunResult | None:
         session = self.host.session_step(step)
@@ -270,11 +323,13 @@ class Engine:
     async def _probe(self, step: Step) -> bool:
         assert step.check is not None
         target = self.host.target(step.target)
-        self.recorder.record(self._started(step, step.check, 0, probe=True))
+        started = self._started(step, step.check, 0, probe=True)
+        self.recorder.record(started)
         capture = OutputCapture()
         t0 = time.monotonic()
         try:
-            result = await target.run(step.check, timeout_s=min(step.timeout_s, 300), sink=capture)
+            with attempt_running(self._attempt_context(step, started)):
+                result = await target.run(step.check, timeout_s=min(step.timeout_s, 300), sink=capture)
         except TargetError as exc:
             result = CommandResult(None, error=str(exc))
         out, err = capture.finish(self.recorder.blobs)
@@ -295,6 +350,15 @@ class Engine:
         )
         return result.exit_code == 0
 
+    def _attempt_context(self, step: Step, started: StepStarted) -> StepAttempt:
+        return StepAttempt(
+            step_id=step.id,
+            attempt=started.attempt,
+            command_id=started.command_id,
+            journal=EngineJournal(self.recorder, started),
+            resume_from=dict(self.state.progress.get(step.id, {})),
+        )
+
     def _started(self, step: Step, command: Command, attempt: int, *, probe: bool) -> StepStarted:
         return StepStarted(
             stage=step.stage,
@@ -307,6 +371,7 @@ class Engine:
             idempotent=step.idempotent,
             timeout_s=step.timeout_s,
             probe=probe,
+            command_id=command_id_for(self.state.build_id, step.id, attempt, probe=probe),
         )
 
     async def _attempts(
@@ -335,13 +400,15 @@ class Engine:
         target = self.host.target(step.target)
         self._current = step
         # Write-ahead: committed before anything is sent.
-        self.recorder.record(self._started(step, step.command, attempt, probe=session_step))
+        started = self._started(step, step.command, attempt, probe=session_step)
+        self.recorder.record(started)
         self.observer.step_started(step, attempt, "session" if session_step else "")
         capture = OutputCapture(echo=lambda s, d: self.observer.step_output(step, s, d))
         t0 = time.monotonic()
         retryable = True
         try:
-            result = await target.run(step.command, timeout_s=step.timeout_s, sink=capture)
+            with attempt_running(self._attempt_context(step, started)):
+                result = await target.run(step.command, timeout_s=step.timeout_s, sink=capture)
         except TargetError as exc:
             result = CommandResult(None, error=_target_error_text(exc))
             retryable = exc.retryable
@@ -377,8 +444,10 @@ class Engine:
                 probe=session_step,
             )
         ]
+        # What the target observed is recorded whatever the outcome (e.g. the host key it
+        # pinned); what the step printed counts only when the step succeeded.
+        events.extend(self._facts(step, result, capture.stdout_text() if ok else None))
         if ok:
-            events.extend(self._facts(step, result, capture.stdout_text()))
             events.extend(
                 ArtifactRecorded(name=a.name, path=a.path, sha256=a.sha256, size=a.size, kind=a.kind)
                 for a in result.artifacts
@@ -398,12 +467,12 @@ class Engine:
 
     def _facts(self, step: Step, result: CommandResult, stdout: str | None) -> list[FactRecorded]:
         facts: dict[str, str] = dict(result.facts)
-        if step.facts == "key_value" and stdout:
+        if stdout is not None and step.facts == "key_value":
             for line in stdout.splitlines():
                 key, sep, value = line.partition("=")
                 if sep and key.strip():
                     facts[key.strip()] = value.strip()
-        elif step.facts == "text" and stdout is not None and step.fact:
+        elif stdout is not None and step.facts == "text" and step.fact:
             facts[step.fact] = stdout.strip()
         known = self.state.facts
         return [

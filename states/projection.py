@@ -38,6 +38,9 @@ class StepState:
     error: str = ""
     started_seq: int = 0
     duration_s: float = 0.0
+    open_command_id: str = ""
+    """The command id of an attempt that started and never finished (in doubt, or
+    retried/skipped by an operator after a pause): its processes may survive it."""
 
 
 @dataclass(slots=True)
@@ -63,6 +66,12 @@ class BuildState:
     paused_step: str = ""
     runs: int = 0
     events: int = 0
+    progress: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per step id: the values of its last StepProgress checkpoints, merged."""
+    open_attempt: tuple[str, str, int] | None = None
+    """(stage, step, attempt) of the step or probe running now: the only one whose
+    sub-commands and progress may be recorded."""
+    open_subcommands: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -128,13 +137,20 @@ def _clean_up_probe(m: BuildModel, ev: RecordedEvent) -> bool:
 _HALTED = frozenset({PAUSED, "failed"})
 
 
+def _open(st: BuildState, p: dict[str, Any]) -> None:
+    st.open_attempt = (p["stage"], p["step"], p["attempt"])
+    st.open_subcommands = 0
+
+
 def _step_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
     if m.state in _HALTED and _clean_up_probe(m, ev):
+        _open(st, p)
         return
     _same_stage(m, ev)
     if m.stage_done and not p.get("probe"):
         raise IllegalMove("StepStarted", m.state, "the stage is already complete")
+    _open(st, p)
     if p.get("probe"):
         return
     sid = f"{p['stage']}/{p['step']}"
@@ -142,10 +158,13 @@ def _step_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     if step is None:
         step = st.steps[sid] = StepState(p["stage"], p["step"])
     step.status, step.attempts, step.started_seq = RUNNING, p["attempt"], ev.seq
+    step.open_command_id = p.get("command_id", "")
 
 
 def _step_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     p = ev.payload
+    if st.open_attempt == (p["stage"], p["step"], p["attempt"]):
+        st.open_attempt = None
     if m.state in _HALTED and _clean_up_probe(m, ev):
         return
     _same_stage(m, ev)
@@ -159,6 +178,34 @@ def _step_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     step.outcome, step.exit_code, step.error = outcome, p.get("exit_code"), p.get("error", "")
     step.duration_s += p.get("duration_s", 0.0)
     step.status = DONE if outcome in ("succeeded", "already_done") else FAILED_STEP
+    step.open_command_id = ""
+
+
+def _within_open_attempt(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    p = ev.payload
+    if st.open_attempt != (p["stage"], p["step"], p["attempt"]):
+        raise IllegalMove(
+            ev.type, m.state, f"step {p['stage']}/{p['step']} attempt {p['attempt']} is not running"
+        )
+
+
+def _subcommand_started(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    _within_open_attempt(st, m, ev)
+    if ev.payload["index"] != st.open_subcommands + 1:
+        raise IllegalMove(ev.type, m.state, f"sub-command {ev.payload['index']} is out of order")
+    st.open_subcommands += 1
+
+
+def _subcommand_finished(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    _within_open_attempt(st, m, ev)
+    if not 1 <= ev.payload["index"] <= st.open_subcommands:
+        raise IllegalMove(ev.type, m.state, f"sub-command {ev.payload['index']} was not started")
+
+
+def _progress(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
+    _within_open_attempt(st, m, ev)
+    p = ev.payload
+    st.progress.setdefault(f"{p['stage']}/{p['step']}", {}).update(p["values"])
 
 
 def _stage_failed(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
@@ -187,6 +234,8 @@ def _decision(st: BuildState, m: BuildModel, ev: RecordedEvent) -> None:
     if p["decision"] == "abort":
         return  # BuildAborted follows and moves the machine
     if step is not None:
+        # open_command_id stays: the attempt never finished, so what it started may
+        # still run; the engine stops it before anything else happens to the step.
         step.status = DONE if p["decision"] == "skip" else RETRY
         if p["decision"] == "skip":
             step.outcome = "skipped"
@@ -232,6 +281,9 @@ HANDLERS: dict[str, Handler] = {
     "StageEntered": _stage_entered,
     "StepStarted": _step_started,
     "StepFinished": _step_finished,
+    "SubcommandStarted": _subcommand_started,
+    "SubcommandFinished": _subcommand_finished,
+    "StepProgress": _progress,
     "StageCompleted": _stage_completed,
     "StageFailed": _stage_failed,
     "BuildPaused": _paused,

@@ -128,6 +128,14 @@ def _summary(type_: str, p: dict[str, object]) -> str:
         return f"{p['name']} {p['path']} sha256={str(p['sha256'])[:16]}…"
     if type_ == "BuildRequested":
         return f"spec {p['spec_path']} by {p['requested_by']}@{p['hostname']}"
+    if type_ == "SubcommandStarted":
+        argv = " ".join(str(a) for a in p["argv"])  # type: ignore[attr-defined]
+        return f"{p['stage']}/{p['step']} #{p['attempt']} program {p['index']}: {argv[:100]}"
+    if type_ == "SubcommandFinished":
+        end = p.get("note") or f"exit={p.get('exit_code')} {p.get('duration_s')}s {p.get('error') or ''}"
+        return f"{p['stage']}/{p['step']} #{p['attempt']} program {p['index']}: {end}".rstrip()
+    if type_ == "StepProgress":
+        return f"{p['stage']}/{p['step']} #{p['attempt']} {p['values']}"
     keys = ("reason", "decision", "signal", "from_status", "step")
     return " ".join(f"{k}={p[k]}" for k in keys if k in p)
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from events.chain import canonical_json
-from events.store import ChainReport, ChainRow, RecordedEvent, SqliteEventStore, verify_chain
+from events.store import ChainReport, ChainRow, RecordedEvent, verify_chain
 from orchestrator.gmi.atomic import atomic_writer
+from orchestrator.view import EventReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ def event_line(build_id: str, seq: int, type_: str, at: str, payload: Any, prev:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def export_jsonl(store: SqliteEventStore, build_id: str, until_seq: int, dest: Path) -> EventLogInfo:
+def export_jsonl(store: EventReader, build_id: str, until_seq: int, dest: Path) -> EventLogInfo:
     """Write events 1..``until_seq`` of ``build_id`` to ``dest`` (atomically: a
     crash leaves no partial file under the final name)."""
     rows = (r for r in store.chain_rows(build_id) if r[0] <= until_seq)

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.store import SqliteEventStore
 from orchestrator.gmi import eventlog
 from orchestrator.gmi.atomic import write_text_atomic
 from orchestrator.gmi.hashing import sha256_file
@@ -50,6 +49,7 @@ from orchestrator.gmi.readme import render_readme
 from orchestrator.spec import BuildSpec
 from orchestrator.targets.base import Artifact, CommandResult, OutputSink
 from orchestrator.targets.local import Operation
+from orchestrator.view import EventReader
 from states.projection import BuildState, fold
 
 TOOL_VERSION = "0.1.0"  # kept equal to orchestrator.builds.TOOL_VERSION (not imported: heavy)
@@ -61,7 +61,7 @@ class GmiContext:
     ``base_dir`` resolves a relative ``output.dir`` and relative artifact paths (the
     spec file's folder, as for hooks)."""
 
-    store: SqliteEventStore
+    store: EventReader
     build_id: str
     spec: BuildSpec
     base_dir: Path
@@ -266,7 +266,7 @@ _EXPECTED = (PackageError, PublishError, OSError, ValueError)
 
 
 def make_operations(
-    store: SqliteEventStore, build_id: str, spec: BuildSpec, *, base_dir: Path | None = None
+    store: EventReader, build_id: str, spec: BuildSpec, *, base_dir: Path | None = None
 ) -> dict[str, Operation]:
     """The ``gmi.*`` operations for one build, ready for ``LocalTarget(operations=...)``."""
     ctx = GmiContext(store, build_id, spec, base_dir or Path.cwd())

@@ -1,10 +1,14 @@
 """What the engine needs of a hypervisor host (QEMU, Hyper-V) or of no host at all.
 
 A host plans its own steps for each stage and gives the engine the targets those
-steps name. It may also ask for a *session step* before a step runs (e.g. "boot the
-VM and wait for SSH" before the first guest command of a run): session steps are
-recorded like any step but are never "done" for good, since a new run needs them
-again.
+steps name. It reads the build through a read-only view
+(:class:`orchestrator.view.BuildView`) and never writes to the log: the engine
+records every step, the facts and artifacts a step returns, and what a running step
+reports through its journal (``orchestrator/stepcontext.py``).
+
+A host may ask for a *session step* before a step runs (e.g. "boot the VM and wait
+for SSH" before the first guest command of a run): session steps are recorded like
+any step but are never "done" for good, since a new run needs them again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ class Host(Protocol):
         under ``stage``. Each must be idempotent."""
         ...
 
+    def closing_steps(self, stage: str) -> list[Step]:
+        """What to do on the host when a run ends without ending the build (failed,
+        paused, interrupted): e.g. power the build VM down. Recorded like probes under
+        ``stage``; each must be idempotent."""
+        ...
+
     async def close(self) -> None:
-        """Release everything this run started (VMs, connections)."""
+        """Release what this run holds (connections, process handles). Nothing done on
+        the host here goes unrecorded: host actions belong in :meth:`closing_steps`."""
         ...

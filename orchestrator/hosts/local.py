@@ -36,5 +36,8 @@ class LocalHost:
     def abort_steps(self, stage: str) -> list[Step]:
         return []
 
+    def closing_steps(self, stage: str) -> list[Step]:
+        return []
+
     async def close(self) -> None:
         await self._local.close()

@@ -25,8 +25,8 @@ from states.steps import Command, Step, TargetName, operation_step
 
 if TYPE_CHECKING:
     from orchestrator.qemu.vm import QemuVm
-    from orchestrator.recorder import BuildRecorder
     from orchestrator.targets.ssh import SshTarget
+    from orchestrator.view import BuildView
 
 
 def _op(
@@ -51,16 +51,16 @@ class QemuHost:
         self,
         spec: BuildSpec,
         base_dir: Path,
-        recorder: BuildRecorder,
+        view: BuildView,
         local_operations: Mapping[str, Operation] | None = None,
     ) -> None:
         if not isinstance(spec.host, QemuHostSpec) or spec.source is None or spec.guest is None:
             raise ValueError("QemuHost needs a qemu host spec with source and guest sections")
         self.spec = spec
         self.host_spec: QemuHostSpec = spec.host
-        self.recorder = recorder
+        self.view = view
         self.base_dir = base_dir
-        self.build_id = recorder.build_id
+        self.build_id = view.build_id
         self.output_dir = _path(spec.output.dir, base_dir)
         self.work_dir = self.output_dir / ".work" / self.build_id
         # Exactly one of them (the spec says so): a base disk, or an installer ISO.
@@ -79,12 +79,13 @@ class QemuHost:
             "export.disk-only": self._export,
             "validate.boot": self._validate_boot,
             "work.remove": self._remove_work,
+            "vm.power-down": self._power_down,
         }
         self._host = LocalTarget(name="host", cwd=str(base_dir), operations=ops)
         if local_operations is None:
             from orchestrator.gmi.operations import make_operations  # noqa: PLC0415
 
-            local_operations = make_operations(recorder.store, self.build_id, spec, base_dir=base_dir)
+            local_operations = make_operations(view, self.build_id, spec, base_dir=base_dir)
         self._local = LocalTarget(name="local", cwd=str(base_dir), operations=local_operations)
 
     # -- the Host protocol -----------------------------------------------------------
@@ -169,15 +170,20 @@ class QemuHost:
     def abort_steps(self, stage: str) -> list[Step]:
         return [_op(stage, "work.remove", "remove the aborted build's VM, work disk and scratch files")]
 
+    def closing_steps(self, stage: str) -> list[Step]:
+        # A run that ends (failed, paused, interrupted) powers the build VM down
+        # cleanly, so the next run boots a disk the guest shut down itself.
+        if self.vm is None or not self.vm.is_running:
+            return []
+        return [_op(stage, "vm.power-down", "power the build VM down cleanly", timeout_s=150)]
+
     async def close(self) -> None:
+        """Release the SSH connection and the VM handle. A VM still running here (the
+        run was not closed by the engine) is killed: it never outlives gmi-fsm."""
         if self.ssh is not None:
             await self.ssh.close()
             self.ssh = None
         if self.vm is not None:
-            # A run that ends (failed, paused, interrupted) powers the build VM down
-            # cleanly, so the next run boots a disk the guest shut down itself.
-            if self.vm.is_running:
-                await self.vm.powerdown(deadline_s=90)
             await self.vm.close()
             self.vm = None
 
@@ -296,7 +302,8 @@ class QemuHost:
             raise TargetError(
                 f"{exc}; last console lines:\n{tail}", hint=exc.hint, retryable=exc.retryable
             ) from None
-        facts = {"vm.accel": self.vm.accel.reason}
+        # The host key pinned by this first login, if it is one, is recorded with them.
+        facts = {"vm.accel": self.vm.accel.reason, **self.ssh.take_facts()}
         return CommandResult(0, facts=facts)
 
     def _boot(self) -> Any:
@@ -324,9 +331,20 @@ class QemuHost:
     def _ssh_target(self, port: int) -> SshTarget:
         from orchestrator.targets.guest_ssh import guest_ssh_target  # noqa: PLC0415
 
-        return guest_ssh_target(
-            self.spec, self.base_dir, self.recorder, "127.0.0.1", port=port, source="vm.ensure-running"
-        )
+        return guest_ssh_target(self.spec, self.base_dir, self.view.facts, "127.0.0.1", port=port)
+
+    async def _power_down(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        if self.ssh is not None:
+            await self.ssh.close()
+            self.ssh = None
+        if self.vm is None or not self.vm.is_running:
+            return CommandResult(0)
+        clean = await self.vm.powerdown(deadline_s=90)
+        await self.vm.close()
+        self.vm = None
+        how = "cleanly" if clean else "by force (no answer in 90 s)"
+        sink("stdout", f"build VM powered down {how}\n".encode())
+        return CommandResult(0)
 
     async def _wait_off(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
         if self.ssh is not None:
@@ -511,7 +529,7 @@ def _expectations(host: QemuHost, hostname: str) -> Any:
     """What the fresh copy must show, and what must differ from the build VM."""
     from orchestrator.gmi.checks import Expectations  # noqa: PLC0415
 
-    facts = host.recorder.state.facts
+    facts = host.view.facts
     return Expectations(
         hostname=hostname,
         user=VALIDATE_USER,

@@ -13,7 +13,7 @@ from orchestrator.hyperv.host import HyperVHost, no_guest_steps
 from orchestrator.spec import BuildSpec, HyperVHostSpec
 
 if TYPE_CHECKING:
-    from orchestrator.recorder import BuildRecorder
+    from orchestrator.view import BuildView
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def executor_for(spec: HyperVHostSpec, base_dir: Path) -> PowerShellExecutor:
     )
 
 
-def make_hyperv_host(spec: BuildSpec, base_dir: Path, recorder: BuildRecorder) -> HyperVHost:
+def make_hyperv_host(spec: BuildSpec, base_dir: Path, view: BuildView) -> HyperVHost:
     assert isinstance(spec.host, HyperVHostSpec)
     sim = spec.host.simulator
     # Real hosts plan guest steps lazily (plan() imports orchestrator.guest when first needed).
@@ -65,8 +65,8 @@ def make_hyperv_host(spec: BuildSpec, base_dir: Path, recorder: BuildRecorder) -
     return HyperVHost(
         spec,
         base_dir,
-        recorder.build_id,
+        view.build_id,
         executor_for(spec.host, base_dir),
-        recorder=recorder,
+        view=view,
         guest_planner=planner,
     )

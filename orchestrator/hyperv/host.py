@@ -29,7 +29,7 @@ from states.stages import FAILED
 from states.steps import Step, TargetName
 
 if TYPE_CHECKING:
-    from orchestrator.recorder import BuildRecorder
+    from orchestrator.view import BuildView
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class HyperVHost:
         build_id: str,
         executor: PowerShellExecutor,
         *,
-        recorder: BuildRecorder | None = None,
+        view: BuildView | None = None,
         guest_planner: GuestPlanner | None = None,
         work_dir: Path | None = None,
         guest_target_factory: Callable[[str], Target] | None = None,
@@ -73,7 +73,7 @@ class HyperVHost:
         self.base_dir = base_dir
         self.build_id = build_id
         self.executor = executor
-        self.recorder = recorder
+        self.view = view
         self.planner = HostPlanner(spec, build_id)
         self._guest_planner = guest_planner
         self.work_dir = work_dir or base_dir / ".gmi-fsm-work" / build_id
@@ -108,8 +108,8 @@ class HyperVHost:
             from orchestrator.gmi.operations import make_operations  # noqa: PLC0415
 
             ops = (
-                make_operations(self.recorder.store, self.build_id, self.spec, base_dir=self.base_dir)
-                if self.recorder is not None
+                make_operations(self.view, self.build_id, self.spec, base_dir=self.base_dir)
+                if self.view is not None
                 else {}
             )
             self._local = LocalTarget(name="local", cwd=str(self.base_dir), operations=ops)
@@ -123,24 +123,20 @@ class HyperVHost:
     def abort_steps(self, stage: str) -> list[Step]:
         return [self.planner.remove_step(stage)]
 
+    def closing_steps(self, stage: str) -> list[Step]:
+        """After a failed run, remove the build VM unless the spec keeps it for
+        debugging (after success the validate stage removed it; an abort runs
+        :meth:`abort_steps`)."""
+        if self.view is None or self.view.state.status != FAILED or self.h.keep_vm_on_failure:
+            return []
+        return [self.planner.remove_step(stage)]
+
     async def close(self) -> None:
-        """Release connections; remove the build VM after a failure when the spec says so
-        (after success the last stage removed it; after an abort see docs/hyperv.md)."""
+        """Release the connections (nothing is done on the host here)."""
         try:
-            if (
-                self.recorder is not None
-                and self.recorder.state.status == FAILED
-                and not self.h.keep_vm_on_failure
-            ):
-                step = self.planner.remove_step("cleanup")
-                await run_script(
-                    self.executor, "vm-remove", step.command.params, timeout_s=self.h.call_timeout_s
-                )
-        except Exception as exc:  # cleanup must not hide the build's own outcome
-            log.warning("removing the failed build's VM failed: %s", exc)
-        finally:
             if self._guest is not None:
                 await self._guest.close()
+        finally:
             await self._host.close()
 
     # -- guest -----------------------------------------------------------------------------
@@ -167,7 +163,8 @@ class HyperVHost:
     def _ssh_target(self, address: str) -> Target:
         from orchestrator.targets.guest_ssh import guest_ssh_target  # noqa: PLC0415
 
-        return guest_ssh_target(self.spec, self.base_dir, self.recorder, address, source="hyperv.ssh")
+        facts = self.view.facts if self.view is not None else {}
+        return guest_ssh_target(self.spec, self.base_dir, facts, address)
 
     # -- host operations (Python on top of the scripts) -----------------------------------
 
@@ -228,20 +225,20 @@ class HyperVHost:
     async def _op_install_operator(
         self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
     ) -> CommandResult:
-        result = await self.executor.run(
-            _script("vm-address"),
-            {
-                "VmName": self.spec.vm_name,
-                "BuildId": self.build_id,
-                "TimeoutSeconds": params["TimeoutSeconds"],
-                "StartIfOff": False,
-            },
-            timeout_s=timeout_s,
-        )
-        from orchestrator.hyperv.invoke import ScriptError, outcome_of  # noqa: PLC0415
+        from orchestrator.hyperv.invoke import ScriptError  # noqa: PLC0415
 
         try:
-            outcome = outcome_of("vm-address", result)
+            outcome = await run_script(
+                self.executor,
+                "vm-address",
+                {
+                    "VmName": self.spec.vm_name,
+                    "BuildId": self.build_id,
+                    "TimeoutSeconds": params["TimeoutSeconds"],
+                    "StartIfOff": False,
+                },
+                timeout_s=timeout_s,
+            )
         except ScriptError:
             user = self.spec.guest.user if self.spec.guest else "the build user"
             return CommandResult(
@@ -308,9 +305,3 @@ EXPORT_MARKER = "gmi-fsm-export.json"
 
 def name_of(path: str) -> str:
     return ntpath.basename(path)
-
-
-def _script(name: str) -> str:
-    from orchestrator.hyperv.scripts import script_text  # noqa: PLC0415
-
-    return script_text(name)

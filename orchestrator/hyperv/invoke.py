@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.hyperv.executor import PowerShellExecutor, PsResult
 from orchestrator.hyperv.scripts import script_text
+from orchestrator.stepcontext import current_attempt
 
 
 class ScriptOutcome(BaseModel):
@@ -56,8 +58,45 @@ def outcome_of(name: str, result: PsResult) -> ScriptOutcome:
 
 
 async def run_script(
-    executor: PowerShellExecutor, name: str, params: Mapping[str, object], *, timeout_s: float
+    executor: PowerShellExecutor,
+    name: str,
+    params: Mapping[str, object],
+    *,
+    timeout_s: float,
+    record: bool = True,
 ) -> ScriptOutcome:
-    """Run script ``name``; raise :class:`ScriptError` if it failed."""
-    result = await executor.run(script_text(name), params, timeout_s=timeout_s)
-    return outcome_of(name, result)
+    """Run script ``name``; raise :class:`ScriptError` if it failed.
+
+    Inside a step (a host operation), the script is recorded as one of the step's
+    programs, its parameters masked; ``record=False`` for the many chunk calls of a
+    transfer, whose progress is recorded as checkpoints instead.
+    """
+    attempt = current_attempt() if record else None
+    index = attempt.journal.subcommand_started(script_argv(name, params), executor.label) if attempt else 0
+    t0 = time.monotonic()
+    try:
+        result = await executor.run(script_text(name), params, timeout_s=timeout_s)
+        outcome = outcome_of(name, result)
+    except Exception as exc:
+        if attempt is not None:
+            attempt.journal.subcommand_finished(
+                index, exit_code=None, duration_s=round(time.monotonic() - t0, 3), error=str(exc)
+            )
+        raise
+    if attempt is not None:
+        attempt.journal.subcommand_finished(
+            index,
+            exit_code=outcome.exit,
+            duration_s=round(time.monotonic() - t0, 3),
+            stdout=outcome.model_dump_json().encode(),
+        )
+    return outcome
+
+
+def script_argv(name: str, params: Mapping[str, object]) -> list[str]:
+    """How a script call is shown in the log: ``name -Param value ...`` (the journal
+    masks secret values)."""
+    argv = [f"{name}.ps1"]
+    for key, value in params.items():
+        argv += [f"-{key}", str(value)]
+    return argv

@@ -81,6 +81,14 @@ class HyperVTarget:
             self._on_facts(command.text, outcome.facts)
         return CommandResult(outcome.exit, facts=outcome.facts if outcome.exit == 0 else {})
 
+    def stop_command(self, command_id: str, *, sudo: bool) -> Command | None:
+        """None: PowerShell Remoting has no way to find, by a tag, a pipeline left
+        running in the shell of a client that died (WinRM keeps such a shell until its
+        idle timeout). The host steps that could still be running then (export,
+        checkpoint merge, optimize) wait for or check their own effect before they act
+        again (orchestrator/hyperv/plan.py, docs/hyperv.md)."""
+        return None
+
     async def close(self) -> None:
         await self.executor.close()
 

@@ -63,6 +63,7 @@ async def upload(
                 "file-write-chunk",
                 {"Path": part, "Offset": offset, "DataBase64": base64.b64encode(block).decode()},
                 timeout_s=timeout_s,
+                record=False,
             )
             offset += len(block)
             if not block:
@@ -124,6 +125,7 @@ async def _download(
                 "file-read-chunk",
                 {"Path": remote, "Offset": offset, "Length": CHUNK},
                 timeout_s=timeout_s,
+                record=False,
             )
             block = base64.b64decode(got.facts["data"])
             if not block:

@@ -6,11 +6,12 @@ helper keeps the error shape identical: what failed, where, and how to fix it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from orchestrator import procs
 
 
 class QemuToolError(RuntimeError):
@@ -69,17 +70,15 @@ def run_tool(
     input_text: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` (never through a shell); raise :class:`QemuToolError` on failure."""
+    """Run ``argv`` (never through a shell, contained, and recorded inside a step: see
+    :func:`orchestrator.procs.run`); raise :class:`QemuToolError` on failure."""
     exe = require_tool(argv[0])
     try:
-        proc = subprocess.run(
+        done = procs.run(
             [exe, *argv[1:]],
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-            env=None if env is None else {**os.environ, **env},
+            input_bytes=None if input_text is None else input_text.encode("utf-8"),
+            timeout_s=timeout_s,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise QemuToolError(
@@ -87,6 +86,12 @@ def run_tool(
             where=str(where),
             hint=hint,
         ) from exc
+    proc = subprocess.CompletedProcess(
+        done.args,
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
+    )
     if proc.returncode != 0:
         raise QemuToolError(
             f"{what}: {argv[0]} exited {proc.returncode}",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import procs
 from orchestrator.qemu._run import QemuToolError, require_tool, run_tool
 from orchestrator.qemu.ext4_journal import JournalZeroing, zero_journals
 
@@ -206,13 +206,8 @@ def check(path: Path, fmt: str | None = None) -> CheckResult:
 def _qemu_img_check(path: Path, fmt: str) -> tuple[int, str]:
     # Exit codes 2 (corruption) and 3 (leaks) are answers, not tool failures, so only
     # 1 (could not check) and others raise.
-    proc = subprocess.run(
-        [require_tool("qemu-img"), "check", "-f", fmt, str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
+    proc = procs.run([require_tool("qemu-img"), "check", "-f", fmt, str(path)])
+    output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
     if proc.returncode not in (0, 2, 3):
         raise QemuToolError(
             f"checking the disk: qemu-img exited {proc.returncode}",

@@ -38,6 +38,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import procs
 from orchestrator.qemu._run import QemuToolError, require_tool
 
 __all__ = ["JournalZeroing", "zero_journal", "zero_journals"]
@@ -123,12 +124,15 @@ def zero_journal(
 # -- finding the filesystems ---------------------------------------------------------
 
 
+def _text(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[str]:
+    out, err = done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
+
+
 def _filesystem_places(image: Path) -> list[tuple[str, int, int]]:
     """(label, byte offset, byte size) of each partition, or the whole image."""
     sfdisk = _tool("sfdisk")
-    proc = subprocess.run(
-        [sfdisk, "--json", str(image)], capture_output=True, text=True, check=False, timeout=60
-    )
+    proc = _text(procs.run([sfdisk, "--json", str(image)], timeout_s=60))
     if proc.returncode != 0:
         if "does not contain a recognized partition table" in proc.stderr:
             return [("whole disk", 0, image.stat().st_size)]
@@ -241,14 +245,13 @@ def _journal_map(image: Path, offset: int) -> tuple[int, list[tuple[int, int, in
     if "?" in image.name:
         raise _Refused("the image file name contains '?', which e2fsprogs reads as options")
     debugfs = _tool("debugfs")
-    proc = subprocess.run(
-        [debugfs, "-R", f"stat <{_JOURNAL_INO}>", f"{image.name}?offset={offset}"],
-        cwd=image.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, "DEBUGFS_PAGER": "__none__", "PAGER": "__none__"},
+    proc = _text(
+        procs.run(
+            [debugfs, "-R", f"stat <{_JOURNAL_INO}>", f"{image.name}?offset={offset}"],
+            cwd=image.parent,
+            timeout_s=300,
+            env={"DEBUGFS_PAGER": "__none__", "PAGER": "__none__"},
+        )
     )
     err = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("debugfs "))
     out = proc.stdout

@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
+from orchestrator import procs
+
 __all__ = [
     "DEBIAN_LAYOUTS",
     "INSTALL_CMDLINE",
@@ -142,19 +144,20 @@ def _hash_unknown_password() -> str:
     """A SHA-512 crypt hash of a random password nobody keeps: the installer insists on
     a password for the user it makes; /gmi-late.sh locks it."""
     try:
-        out = subprocess.run(
+        out = procs.run(
             ["openssl", "passwd", "-6", "-stdin"],
-            input=secrets.token_urlsafe(32),
-            capture_output=True,
-            text=True,
-            check=True,
+            input_bytes=secrets.token_urlsafe(32).encode(),
+            record_stdout=False,
         )
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except OSError as exc:
+        out = subprocess.CompletedProcess([], 127, b"", str(exc).encode())
+    if out.returncode != 0:
         raise InstallerError(
-            f"cannot hash the installer's throwaway password with openssl: {exc}",
+            "cannot hash the installer's throwaway password with openssl: "
+            + out.stderr.decode("utf-8", "replace").strip()[-300:],
             hint="install openssl (apt-get install openssl)",
-        ) from None
-    return out.stdout.strip()
+        )
+    return out.stdout.decode().strip()
 
 
 def _mirror_parts(mirror: str) -> tuple[str, str, str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from orchestrator.procs import die_with_parent
+from orchestrator import procs
 from orchestrator.qemu._run import require_tool
 from orchestrator.qemu.accel import AccelChoice, choose_accel
 from orchestrator.qemu.firmware import OvmfFirmware, find_ovmf
@@ -316,15 +316,19 @@ class QemuVm:
             # async-signal-safe calls in it. A new session keeps the terminal's Ctrl-C
             # (SIGINT to the foreground group) from hard-stopping the guest: the
             # orchestrator decides how the VM ends.
+            # qemu is one process with no children: PDEATHSIG is its containment (the
+            # step supervisor would end it with the step that starts it).
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.state_dir,
+                env=procs.command_env(),
                 start_new_session=True,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509
+                preexec_fn=procs.die_with_parent(),  # noqa: PLW1509
             )
+        procs.record_background(self.argv, self._proc.pid, f"VM {self.config.name}, left running")
 
     async def _wait_qmp_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -84,6 +84,12 @@ class Target(Protocol):
         """
         ...
 
+    def stop_command(self, command_id: str, *, sudo: bool) -> Command | None:
+        """The command that stops every process still carrying ``command_id`` (what an
+        attempt that never finished may have left running), or None when nothing of
+        this target's commands can outlive the run that started them."""
+        ...
+
     async def close(self) -> None: ...
 
 

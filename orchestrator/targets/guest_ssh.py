@@ -1,16 +1,17 @@
 """The build guest's SSH target, made the same way by every host: secrets resolved
 from the spec's references, the host key pinned from the build's facts, and a new
-key recorded as a fact when it is first seen."""
+key reported as facts in the result of the command that first saw it (the engine
+records them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.targets.host_keys import HOST_KEY_ALGORITHM_FACT, HOST_KEY_FACT
 
 if TYPE_CHECKING:
-    from orchestrator.recorder import BuildRecorder
     from orchestrator.spec import BuildSpec
     from orchestrator.targets.ssh import SshTarget
 
@@ -26,13 +27,12 @@ def key_file(ref: str | None, base_dir: Path) -> Path | None:
 def guest_ssh_target(
     spec: BuildSpec,
     base_dir: Path,
-    recorder: BuildRecorder | None,
+    facts: Mapping[str, str],
     address: str,
     *,
     port: int | None = None,
-    source: str = "ssh",
 ) -> SshTarget:
-    from events.model import FactRecorded  # noqa: PLC0415
+    """``facts``: the build's facts now (the pinned host key, if any)."""
     from orchestrator.secrets import resolve  # noqa: PLC0415
     from orchestrator.targets.ssh import SshTarget  # noqa: PLC0415
 
@@ -43,14 +43,6 @@ def guest_ssh_target(
     def secret(ref: str | None, where: str) -> str | None:
         return resolve(ref, where=where, base_dir=base_dir).reveal() if ref else None
 
-    def pin(fingerprint: str, algorithm: str) -> None:
-        if recorder is not None:
-            recorder.record(
-                FactRecorded(key=HOST_KEY_FACT, value=fingerprint, source=source),
-                FactRecorded(key=HOST_KEY_ALGORITHM_FACT, value=algorithm, source=source),
-            )
-
-    facts = recorder.state.facts if recorder is not None else {}
     return SshTarget(
         address,
         port=port if port is not None else guest.ssh_port,
@@ -60,7 +52,6 @@ def guest_ssh_target(
         password=secret(guest.password, "guest.password"),
         pinned_fingerprint=facts.get(HOST_KEY_FACT) or None,
         pinned_algorithm=facts.get(HOST_KEY_ALGORITHM_FACT) or None,
-        on_new_host_key=pin,
         reconnect_timeout_s=guest.connect_timeout_s,
     )
 

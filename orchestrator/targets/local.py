@@ -1,5 +1,10 @@
 """The ``local`` target: commands on the orchestrator machine (like Packer's
-shell-local), and in-process operations registered by name."""
+shell-local), and in-process operations registered by name.
+
+Shell commands run under the step supervisor (``orchestrator/procs.py``): the
+command's whole process tree ends with the command, on timeout, on Ctrl-C, and when
+gmi-fsm dies, and every process carries the attempt's command id.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 
-from orchestrator.procs import die_with_parent, kill_group
+from orchestrator import procs
 from orchestrator.targets.base import CommandResult, OutputSink, TargetError
+from orchestrator.targets.command_ids import stop_tagged_command
 from states.steps import Command
 
 Operation = Callable[[Mapping[str, object], OutputSink], Awaitable[CommandResult]]
@@ -39,13 +45,13 @@ class LocalTarget:
             argv = ["sudo", "-n", *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *procs.supervised(argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self.cwd,
-                start_new_session=True,  # its own group: a timeout kills all of it
-                preexec_fn=die_with_parent(),
+                env=procs.command_env(),
+                start_new_session=True,  # its own group: the fallback kill reaches all of it
             )
         except OSError as exc:
             raise TargetError(f"cannot start /bin/sh: {exc.strerror}") from exc
@@ -54,14 +60,12 @@ class LocalTarget:
                 await asyncio.gather(_pump(proc.stdout, "stdout", sink), _pump(proc.stderr, "stderr", sink))
                 code = await proc.wait()
         except TimeoutError:
-            kill_group(proc.pid)
-            await proc.wait()
+            await _stop(proc)
             return CommandResult(None, timed_out=True, error=f"timed out after {timeout_s:g} s")
         except BaseException:
             # Cancelled (Ctrl-C): stop the command; the step stays in doubt.
-            kill_group(proc.pid)
             with contextlib.suppress(BaseException):
-                await asyncio.shield(proc.wait())
+                await asyncio.shield(_stop(proc))
             raise
         if code < 0:
             return CommandResult(None, error=f"killed by signal {-code}")
@@ -77,8 +81,24 @@ class LocalTarget:
         except TimeoutError:
             return CommandResult(None, timed_out=True, error=f"timed out after {timeout_s:g} s")
 
+    def stop_command(self, command_id: str, *, sudo: bool) -> Command:
+        """Stops what an attempt left running on this machine (its supervisor was
+        killed with gmi-fsm): every process still tagged with its command id."""
+        return stop_tagged_command(command_id, sudo=sudo and os.geteuid() != 0)
+
     async def close(self) -> None:
         return
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """The supervisor kills the command's tree and exits; if it does not within the
+    grace period, kill its process group."""
+    procs.stop_supervisor(proc.pid)
+    try:
+        await asyncio.wait_for(proc.wait(), procs.STOP_GRACE_S)
+    except TimeoutError:
+        procs.kill_group(proc.pid)
+        await proc.wait()
 
 
 async def _pump(reader: asyncio.StreamReader | None, stream: str, sink: OutputSink) -> None:

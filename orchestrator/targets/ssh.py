@@ -20,8 +20,16 @@ from pathlib import Path
 
 import asyncssh
 
+from orchestrator.stepcontext import current_attempt
 from orchestrator.targets.base import CommandResult, OutputSink, TargetError
-from orchestrator.targets.host_keys import HostKeyPin, NewHostKeyCallback, trust_no_stored_keys
+from orchestrator.targets.command_ids import COMMAND_ID_VAR, KILL_TAGGED, stop_tagged_command
+from orchestrator.targets.host_keys import (
+    HOST_KEY_ALGORITHM_FACT,
+    HOST_KEY_FACT,
+    HostKeyPin,
+    NewHostKeyCallback,
+    trust_no_stored_keys,
+)
 from states.steps import Command
 
 _UPLOAD_CHUNK = 256 * 1024
@@ -38,19 +46,6 @@ _BACKOFF_MAX_S = 5.0
 
 # Raised by asyncssh/asyncio while reaching a guest that is not (yet) up: worth retrying.
 _TRANSIENT = (OSError, TimeoutError, asyncssh.ConnectionLost, asyncssh.DisconnectError)
-
-
-COMMAND_ID_VAR = "GMI_COMMAND_ID"
-"""Set in the environment of every command (inherited by its children): how a command
-that ran out of time is found and stopped, whoever it runs as."""
-
-# Stops every process carrying a command id ("$2") with a signal ("$1"). Needed because
-# OpenSSH refuses channel signals for root logins ("session signalling requires
-# privilege separation"), and closing the channel leaves the processes running.
-_KILL_TAGGED = (
-    'for f in $(grep -lzx -- "$GMI_ID_VAR=$2" /proc/[0-9]*/environ 2>/dev/null); do '
-    'p=${f#/proc/}; kill -s "$1" "${p%/environ}" 2>/dev/null; done; true'
-).replace("$GMI_ID_VAR", COMMAND_ID_VAR)
 
 
 def remote_command_line(command: Command, *, command_id: str = "") -> str:
@@ -86,7 +81,7 @@ def remote_command_line(command: Command, *, command_id: str = "") -> str:
     # - /proc/PID/environ is the environment a process was exec'd with: `export` tags
     #   the programs the script starts, never the shell running it nor its subshells
     #   (durable()'s `( set -e ... )`). A timed-out or cancelled script looping on
-    #   builtins would escape _KILL_TAGGED, and after its tagged children are killed
+    #   builtins would escape KILL_TAGGED, and after its tagged children are killed
     #   the untagged shell would go on with the rest of the script.
     # - The script would run in the user's login shell (bash on our guests, anything on
     #   a Hyper-V guest), not POSIX sh: bash outside POSIX mode drops `set -e` inside
@@ -204,7 +199,7 @@ class SshTarget:
         host: str,
         *,
         user: str,
-        on_new_host_key: NewHostKeyCallback,
+        on_new_host_key: NewHostKeyCallback | None = None,
         port: int = 22,
         key_path: str | Path | None = None,
         key_passphrase: str | None = None,
@@ -225,7 +220,12 @@ class SshTarget:
         self._key_path = Path(key_path) if key_path is not None else None
         self._passphrase = _Secret(key_passphrase) if key_passphrase else None
         self._password = _Secret(password) if password else None
-        self._pin = HostKeyPin(pinned_fingerprint, on_new_host_key, algorithm=pinned_algorithm)
+        self._on_new_host_key = on_new_host_key
+        # A key pinned on first use is also reported as facts in the result of the
+        # command during whose login it was seen: the engine records them (targets
+        # never write to the event log themselves).
+        self._unreported: dict[str, str] = {}
+        self._pin = HostKeyPin(pinned_fingerprint, self._pinned, algorithm=pinned_algorithm)
         self._connect_timeout_s = connect_timeout_s
         self._reconnect_timeout_s = reconnect_timeout_s
         self._keepalive = (keepalive_interval_s, keepalive_count_max)
@@ -258,6 +258,21 @@ class SshTarget:
     def connected(self) -> bool:
         return self._usable()
 
+    def _pinned(self, fingerprint: str, algorithm: str) -> None:
+        self._unreported = {HOST_KEY_FACT: fingerprint, HOST_KEY_ALGORITHM_FACT: algorithm}
+        if self._on_new_host_key is not None:
+            self._on_new_host_key(fingerprint, algorithm)
+
+    def take_facts(self) -> dict[str, str]:
+        """Facts learnt since the last call (a host key pinned on first use)."""
+        facts, self._unreported = self._unreported, {}
+        return facts
+
+    def stop_command(self, command_id: str, *, sudo: bool) -> Command:
+        """Stops every guest process still tagged with ``command_id`` (an attempt that
+        never finished: the guest outlived the run that started it)."""
+        return stop_tagged_command(command_id, sudo=sudo)
+
     def forget_host_key(self) -> None:
         """Clear the pin after the guest's host keys were legitimately regenerated
         (re-sealed and rebooted): the next login pins and reports the new key."""
@@ -280,12 +295,13 @@ class SshTarget:
         (never a silent re-run), except for ``ends_connection`` commands, whose success
         it is (exit 0). Either way the next call reconnects, waiting for the guest.
         """
-        command_id = secrets.token_hex(8)
+        attempt = current_attempt()
+        command_id = attempt.command_id if attempt is not None else secrets.token_hex(8)
         line = remote_command_line(command, command_id=command_id)
         session = _CommandSession(sink, keep_stderr_head=command.sudo)
         chan = await self._open_session(line, session)
         if chan is None:
-            return self._result(command, session)
+            return self._with_facts(self._result(command, session))
         try:
             finished = await _finished_within(session.done, timeout_s)
         except asyncio.CancelledError:
@@ -297,8 +313,20 @@ class SshTarget:
         elif not finished:
             await self._stop(chan, session, command_id, sudo=command.sudo)
         if not finished:
-            return CommandResult(None, timed_out=True)
-        return self._result(command, session)
+            return self._with_facts(CommandResult(None, timed_out=True))
+        return self._with_facts(self._result(command, session))
+
+    def _with_facts(self, result: CommandResult) -> CommandResult:
+        facts = self.take_facts()
+        if not facts:
+            return result
+        return CommandResult(
+            result.exit_code,
+            timed_out=result.timed_out,
+            error=result.error,
+            facts={**result.facts, **facts},
+            artifacts=result.artifacts,
+        )
 
     async def upload(self, local_path: str | Path, remote_path: str, mode: int = 0o644) -> str:
         """Copy a local file to the guest over SFTP; return the sha256 of the bytes sent.
@@ -411,7 +439,7 @@ class SshTarget:
 
     async def _signal_tagged(self, command_id: str, signal: str, *, sudo: bool) -> None:
         """Best effort: send ``signal`` to every guest process of one command."""
-        line = remote_command_line(Command(_KILL_TAGGED, args=(signal, command_id), sudo=sudo))
+        line = remote_command_line(Command(KILL_TAGGED, args=(signal, command_id), sudo=sudo))
         conn = self._conn
         if conn is None or not self._usable():
             return

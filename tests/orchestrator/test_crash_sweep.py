@@ -159,9 +159,10 @@ def test_crash_while_the_command_runs_pauses_and_skip_completes(tmp_path: Path) 
             {
                 "name": "append-then-die",
                 "stage": "update",
-                # $PPID is the runner: kill it after the effect, before StepFinished.
+                # $PPID is the step supervisor, its parent the runner: kill the runner
+                # after the effect, before StepFinished.
                 "run": 'echo "appended" >> lines.txt; '
-                'if [ ! -e died ]; then touch died; kill -9 "$PPID"; sleep 5; fi',
+                'if [ ! -e died ]; then touch died; kill -9 "$(cut -d" " -f4 /proc/$PPID/stat)"; sleep 5; fi',
             }
         ],
     )

@@ -115,6 +115,13 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     audit = json.loads(run_cli("audit", build_id, "--format", "json", db=db).stdout)
     zero = [c for c in audit["commands"] if c["step"] == "zero-fill" and c["kind"] == "step"]
     assert [c["outcome"] for c in zero] == ["error", "succeeded"], zero  # in doubt, then re-run (idempotent)
+    # How the VHDX was made is in the log: the programs of each host operation.
+    (compact,) = [c for c in audit["commands"] if c["step"] == "disk.compact" and c["outcome"] == "succeeded"]
+    programs = [" ".join(s["argv"]) for s in compact["subcommands"]]
+    assert any("qemu-img convert" in p and "-O vhdx" in p and "block_size=1048576" in p for p in programs), programs
+    assert all(s["exit_code"] == 0 for s in compact["subcommands"]), compact["subcommands"]
+    boots = [s for c in audit["commands"] if c["step"] == "vm.ensure-running" for s in c["subcommands"]]
+    assert boots and all("qemu-system-x86_64" in s["argv"][0] for s in boots), boots
     facts = audit["facts"]
     assert facts["os.id"] == "debian"
     assert facts["os.version_id"] == "12"
@@ -182,6 +189,13 @@ def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, 
     assert "drop-connection" in first.stderr
     build_id = build_id_of(db)
     assert status(db, build_id)["status"] == "failed"
+    # The failed run powered the build VM down as a recorded closing step.
+    events = json.loads(run_cli("history", build_id, "--json", db=db).stdout)
+    failed_at = max(e["seq"] for e in events if e["type"] == "StageFailed")
+    assert any(
+        e["type"] == "StepStarted" and e["step"] == "vm.power-down" and e["seq"] > failed_at
+        for e in events
+    ), "the build VM was powered down without a record"
 
     # 2. A key the guest refuses (the spec changed to another key mid-build): a clear
     #    error, no retries; resumable with the right key.

@@ -73,9 +73,21 @@ def test_vm_removed_after_failure_only_when_asked(tmp_path: Path) -> None:
 
     drop = write_build(tmp_path / "drop", keep_vm_on_failure=False)
     drop.sim().set_fault("optimize_fails")
-    _, outcome, _ = _run(drop)
+    bid, outcome, _ = _run(drop)
     assert outcome is Outcome.FAILED
     assert drop.sim().snapshot()["vms"] == {}
+    # The removal is a recorded step of the run's end, after the failure, not an
+    # unrecorded call made while the host closed.
+    events = list(builds.history(builds.open_store(drop.db), bid))
+    failed_at = next(e.seq for e in events if e.type == "StageFailed")
+    removal = [
+        e
+        for e in events
+        if e.type == "StepStarted" and e.payload["step"] == "vm.remove" and e.seq > failed_at
+    ]
+    assert len(removal) == 1 and removal[0].payload["probe"] and removal[0].payload["stage"] == "compact"
+    ended = next(e for e in events if e.type == "StepFinished" and e.seq > removal[0].seq)
+    assert ended.payload["outcome"] == "succeeded"
 
 
 def test_checkpoints_are_merged_before_compaction(tmp_path: Path) -> None:
