@@ -200,22 +200,20 @@ def check_manifest(bound: Bound) -> Manifest:
     """gmi-fsm's rules on a bound manifest: all twelve keys present and not null,
     ``gmi_version`` "1.0", generation 2, UTC timestamps, a sha256. Raise
     :class:`ManifestError` (not ``vmgenie_throws``) naming each problem."""
-    problems: list[str] = []
-    for key in VMGENIE_KEYS:
-        if key not in bound.values:
-            problems.append(
-                f"{key}: required key is missing (vmgenie would not refuse it, but a GMI states it)"
-            )
-        elif bound.values[key] is None:
-            problems.append(f"{key}: is null; write a value (quoted text)")
-    if problems:
-        raise ManifestError(problems, vmgenie_throws=False)
     try:
         return Manifest.model_validate(bound.values)
     except ValidationError as exc:
+        problems: list[str] = []
         for err in exc.errors(include_url=False):
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            if err["type"] == "missing":
+                problems.append(
+                    f"{key}: required key is missing (vmgenie would not refuse it, but a GMI states it)"
+                )
+            elif err.get("input") is None:
+                problems.append(f"{key}: is null; write a value (quoted text)")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
         raise ManifestError(problems, vmgenie_throws=False) from None
 
 

@@ -73,7 +73,7 @@ class PublishResult:
     index: Path
     key: str
     entry: Entry
-    replaced: int  # entries of the same GMI (name and version, or URL) that this one replaced
+    replaced: int  # entries with the same URL that this one replaced
 
 
 def manifest_of_zip(zip_path: Path, names: GmiNames) -> Manifest:
@@ -127,9 +127,10 @@ def download_url(url: str, zip_name: str) -> str:
 
 def publish(zip_path: Path, index: Path, url: str) -> PublishResult:
     """Compute the zip's CRC-64/NVME (streamed) and put its entry FIRST in ``index``'s
-    list for ``<Os>-<Ver>`` (the file is created if absent). Entries of the same GMI
-    (same name and version, or the same URL) are replaced, so publishing again is
-    idempotent; every other entry and key is kept as written."""
+    list for ``<Os>-<Ver>`` (the file is created if absent). An entry with the same URL
+    is replaced (vmgenie's own update matches entries by URL, case-insensitively), so
+    publishing again is idempotent; every other entry (another mirror, another
+    maintainer's build) is kept after it, as written."""
     if zip_path.name.startswith(DISK_ONLY_PREFIX):
         raise PublishError(
             f"{zip_path.name} is a disk-only GMI: vmgenie cannot import it (no Hyper-V VM configuration)",
@@ -148,14 +149,7 @@ def publish(zip_path: Path, index: Path, url: str) -> PublishResult:
     mtime = datetime.fromtimestamp(zip_path.stat().st_mtime, UTC)
     entry = index_entry(manifest, url, crc, mtime)
     entries = data.get(names.key, [])
-    kept = [
-        e
-        for e in entries
-        if not (
-            (e.get("name") == entry["name"] and e.get("version") == entry["version"])
-            or str(e.get("url") or "").lower() == url.lower()  # vmgenie matches URLs case-insensitively
-        )
-    ]
+    kept = [e for e in entries if str(e.get("url") or "").lower() != url.lower()]
     data[names.key] = [entry, *kept]
     write_text_atomic(index, index_yaml(data))
     return PublishResult(index, names.key, entry, len(entries) - len(kept))

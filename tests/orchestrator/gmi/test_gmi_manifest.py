@@ -104,7 +104,22 @@ def test_hyperv_generation_binds_as_yamldotnet_reads_an_int32(scalar: str, expec
 
 @pytest.mark.parametrize(
     "scalar",
-    ["2.0", "0X2", "08", "0x", "0b", "0b2", "'-'", "1e0", "two", "true", "''", "2147483648", "-2147483649", "1:x"],
+    [
+        "2.0",
+        "0X2",
+        "08",
+        "0x",
+        "0b",
+        "0b2",
+        "'-'",
+        "1e0",
+        "two",
+        "true",
+        "''",
+        "2147483648",
+        "-2147483649",
+        "1:x",
+    ],
 )
 def test_hyperv_generation_that_is_not_an_int32_throws(scalar: str) -> None:
     msg = binding_error(text(hyperv_generation=scalar))
