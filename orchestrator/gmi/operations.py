@@ -48,6 +48,7 @@ from orchestrator.gmi.provenance import ProvenanceInputs, Subject, statement_jso
 from orchestrator.gmi.publish import PublishError, publish
 from orchestrator.gmi.readme import render_readme
 from orchestrator.gmi.sidecar import (
+    ParentPackage,
     Sidecar,
     SidecarError,
     SidecarInputs,
@@ -106,6 +107,18 @@ def _disk_and_export(
         )
     export = params.get("export_dir") or st.artifacts.get("export_dir", {}).get("path")
     return ctx.path(str(disk)), ctx.path(str(export)) if export else None
+
+
+# A build that finishes another package (a disk-only GMI finished on Hyper-V) records
+# these facts when it reads its source; the sidecar and the statement name the parent.
+PARENT_FACTS = ("parent.package", "parent.sha256", "parent.event_log_head_hash")
+
+
+def parent_of(facts: Mapping[str, str]) -> ParentPackage | None:
+    name, sha, head = (facts.get(k, "") for k in PARENT_FACTS)
+    if not name:
+        return None
+    return ParentPackage(package=name, sha256=sha, event_log_head_hash=head or None)
 
 
 # -- document --------------------------------------------------------------------------
@@ -176,6 +189,7 @@ def document(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Doc
             source_uri=(source.base_image or source.iso or "") if source else "",
             source_sha256=(source.sha256 or "") if source else "",
             locale_default=spec.prepare.locale,
+            parent=parent_of(st.facts),
         )
     )
     out = ctx.out_dir(params)
@@ -272,6 +286,9 @@ def package(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Pack
         event_log_sha256=log.sha256,
         event_log_head_seq=log.head_seq,
         event_log_head_hash=log.head_hash,
+        parent_name=sidecar.parent.package if sidecar.parent else "",
+        parent_sha256=sidecar.parent.sha256 if sidecar.parent else "",
+        parent_event_log_head_hash=(sidecar.parent.event_log_head_hash or "") if sidecar.parent else "",
     )
     prov_path = out / names.provenance
     write_text_atomic(prov_path, statement_json(stmt))

@@ -260,3 +260,38 @@ def test_export_folder_must_be_named_after_the_vm(tmp_path: Path, vhdx_master: P
     assert "name the build VM exactly" in exc.value.hint
     with pytest.raises(PackageError, match="disk-only package but an export folder was given"):
         plan_entries(DISK_NAMES, vhdx_master, export, [])
+
+
+def test_a_finishing_build_names_its_parent(tmp_path: Path, vhdx_master: Path) -> None:
+    """A build whose source was a disk-only package records parent.* facts; its sidecar
+    and its statement name the parent's file, digest and event-log head."""
+    from events.model import FactRecorded  # noqa: PLC0415
+    from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
+
+    b = local_build(tmp_path, vhdx_master, hyperv=True)
+    parent = {
+        "parent.package": "disk-only-GMI-Debian-12.zip",
+        "parent.sha256": "c" * 64,
+        "parent.event_log_head_hash": "d" * 64,
+    }
+    store = b.store()
+    try:
+        BuildRecorder(store, b.build_id).record(
+            *(FactRecorded(key=k, value=v, source="provision/source") for k, v in parent.items())
+        )
+    finally:
+        store.close()
+    assert b.run_op("gmi.document").ok
+    assert b.run_op("gmi.package").ok
+    x = parse_sidecar((b.out / "gmi-metadata.yml").read_text())
+    assert x.parent is not None and x.parent.package == "disk-only-GMI-Debian-12.zip"
+    assert (x.parent.sha256, x.parent.event_log_head_hash) == ("c" * 64, "d" * 64)
+    deps = json.loads((b.out / NAMES.provenance).read_text())["predicate"]["buildDefinition"][
+        "resolvedDependencies"
+    ]
+    dep = next(d for d in deps if d["name"] == "parent-package")
+    assert dep["uri"] == "disk-only-GMI-Debian-12.zip" and dep["digest"] == {"sha256": "c" * 64}
+    assert dep["annotations"] == {"event_log_head_hash": "d" * 64}
+    assert "Finished from" in (b.out / NAMES.readme).read_text()
+    report = validate(b.out / NAMES.zip)
+    assert report.ok and report.importable, report.to_text()
