@@ -89,9 +89,9 @@ def render_readme(
     add(f"{m.description}\n")
     if names.is_disk_only:
         add(
-            "> **A disk-only GMI: not importable by vmgenie.** It was built without Hyper-V (on the QEMU\n"
-            "> host), so it has the disk but no Hyper-V VM configuration (`Virtual Machines/`), which\n"
-            f"> `genie gmi import` needs. Its name (`{names.zip}`, not `{names.finished.zip}`) makes\n"
+            "> **A disk-only GMI: not importable by vmgenie.** It was built without Hyper-V (on the\n"
+            f"> {x.build.host_kind} host), so it has the disk but no Hyper-V VM configuration\n"
+            f"> (`Virtual Machines/`), which `genie gmi import` needs. Its name (`{names.zip}`, not `{names.finished.zip}`) makes\n"
             "> vmgenie refuse it before it changes anything. Finish it on a Hyper-V host into the\n"
             f"> importable `{names.finished.zip}` (see *How to use it*).\n"
         )
