@@ -91,8 +91,9 @@ def render_readme(
         add(
             "> **A disk-only GMI: not importable by vmgenie.** It was built without Hyper-V (on the\n"
             f"> {x.build.host_kind} host), so it has the disk but no Hyper-V VM configuration\n"
-            f"> (`Virtual Machines/`), which `genie gmi import` needs. Its name (`{names.zip}`, not `{names.finished.zip}`) makes\n"
-            "> vmgenie refuse it before it changes anything. Finish it on a Hyper-V host into the\n"
+            "> (`Virtual Machines/`), which `genie gmi import` needs. Its name\n"
+            f"> (`{names.zip}`, not `{names.finished.zip}`) makes vmgenie refuse it\n"
+            "> before it changes anything. Finish it on a Hyper-V host into the\n"
             f"> importable `{names.finished.zip}` (see *How to use it*).\n"
         )
     add("## What it is\n")
