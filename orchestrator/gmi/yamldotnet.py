@@ -30,6 +30,8 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _U64 = 2**64
 
 EXCEPTION_DURING = "Exception during deserialization"
+# libyaml's parser when PyYAML was built with it (events only: no type resolution either way).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,9 @@ def _node(events: Iterator[yaml.Event], first: yaml.Event) -> Node:
     if isinstance(first, yaml.ScalarEvent):
         # A tag is explicit when the event carries one (PyYAML reports "!" for the
         # non-specific tag of a quoted scalar only when written).
-        return Scalar(first.value, first.style is None, first.tag, _line(first))
+        return Scalar(
+            first.value, not first.style, first.tag, _line(first)
+        )  # plain: None (or "" from libyaml)
     if isinstance(first, yaml.AliasEvent):
         return Alias(str(first.anchor), _line(first))
     if isinstance(first, yaml.SequenceStartEvent):
@@ -130,7 +134,7 @@ def parse_document(text: str) -> Node | None:
     """The one document in ``text`` as a node tree (None when it is empty). Raises
     :class:`BindError` for YAML that does not parse or holds several documents."""
     try:
-        events = iter(list(yaml.parse(text, Loader=yaml.SafeLoader)))
+        events = iter(list(yaml.parse(text, Loader=_LOADER)))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
@@ -152,7 +156,12 @@ def parse_document(text: str) -> Node | None:
                     ]
                 )
         elif isinstance(ev, yaml.ScalarEvent | yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            root = _node(events, ev)
+            try:
+                root = _node(events, ev)
+            except RecursionError:
+                raise BindError(
+                    [Problem(_line(ev), "(document)", "", "nested too deeply to be a manifest or an index")]
+                ) from None
         elif isinstance(ev, yaml.AliasEvent):
             root = Alias(str(ev.anchor), _line(ev))
     return root

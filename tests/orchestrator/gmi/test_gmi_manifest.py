@@ -193,6 +193,7 @@ def test_a_repeated_key_binds_and_the_last_wins() -> None:
         (text(version="!!str 12"), "explicit tag"),
         ("os: [unclosed\n", "not valid YAML"),
         ("? [a, b]\n: c\n", "not a plain name"),
+        ("os: " + "[" * 2000 + "]" * 2000 + "\n", "nest"),  # libyaml: "maximum nesting depth"
     ],
 )
 def test_documents_vmgenie_cannot_bind(doc: str, words: str) -> None:
