@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SECRET_ERROR = 11  # a secret reference (env:/file:) could not be resolved
     VALIDATION_FAILED = 12  # `gmi-fsm validate` found the package not acceptable
     INSPECT_UNAVAILABLE = 13  # `validate --inspect` could not look inside the disk (no libguestfs)
+    NOT_IMPORTABLE = 15  # a valid disk-only GMI: vmgenie cannot import it until finished on Hyper-V
     HOST_CHECK_FAILED = 16  # `hyperv check` found the host not ready (each failed item names its fix)
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; resumable with --resume
 
@@ -41,6 +42,8 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.VALIDATION_FAILED: "the GMI package did not pass validation",
     ExitCode.INSPECT_UNAVAILABLE: "the package passed, but --inspect could not look inside the disk "
     "(libguestfs is not installed)",
+    ExitCode.NOT_IMPORTABLE: "a valid disk-only GMI: not importable by vmgenie until it is finished on a "
+    "Hyper-V host",
     ExitCode.HOST_CHECK_FAILED: "`gmi-fsm hyperv check` found the Hyper-V host not ready for a build "
     "(each failed item names its fix)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; the build is resumable",

@@ -26,10 +26,12 @@ from orchestrator.exit_codes import ExitCode
 )
 @json_option
 def publish(path: Path, index: Path, url: str, as_json: bool) -> None:
-    """Write PATH's entry (CRC-64/NVME, manifest fields) into the index under <Os>-<Ver>.
+    """Put PATH's entry (CRC-64/NVME, manifest fields) FIRST in the index's list for
+    <Os>-<Ver> (vmgenie takes the first), replacing entries of the same GMI.
 
-    Run `gmi-fsm validate PATH` first: publish reads the manifest but does not re-check
-    the package.
+    The URL's last segment must be PATH's file name (vmgenie saves the download under it).
+    Refuses a disk-only GMI and an index vmgenie could not load. Run `gmi-fsm validate
+    PATH` first: publish reads the manifest but does not re-check the package.
     """
     from orchestrator.gmi.manifest import ManifestError  # noqa: PLC0415
     from orchestrator.gmi.publish import PublishError  # noqa: PLC0415

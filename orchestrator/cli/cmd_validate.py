@@ -25,11 +25,14 @@ if TYPE_CHECKING:
 )
 @json_option
 def validate(path: Path, inspect: bool, as_json: bool) -> None:
-    """Validate the GMI package PATH (GMI-<os>-<ver>.zip, .tar.gz, or an unpacked folder).
+    """Validate the GMI package PATH (GMI-<os>-<ver>.zip, disk-only-GMI-<os>-<ver>.zip, a
+    .tar.gz of either, or an unpacked folder).
 
-    Checks the name, layout, manifest, VHDX checksum, SHA256SUMS, provenance statement and
-    the event log's hash chain. Exit 0: valid; 12: not valid; 13: valid, but --inspect
-    could not run (libguestfs missing).
+    Checks what vmgenie's import does (name, extraction on NTFS, manifest binding, layout,
+    VHDX checksum), then the sidecar, SHA256SUMS, provenance statement and the event log's
+    hash chain. Exit 0: valid and importable by vmgenie; 12: not valid; 13: valid, but
+    --inspect could not run (libguestfs missing); 15: a valid disk-only GMI, not importable
+    by vmgenie until finished on a Hyper-V host.
     """
     from orchestrator.gmi.validate import validate as run_validation  # noqa: PLC0415
 
@@ -42,8 +45,10 @@ def validate(path: Path, inspect: bool, as_json: bool) -> None:
 
 
 def exit_code(report: Report) -> ExitCode:
-    if report.ok:
+    if report.importable:
         return ExitCode.OK
     if report.only_inspect_unavailable:
         return ExitCode.INSPECT_UNAVAILABLE
+    if report.ok:  # and not importable: a disk-only GMI
+        return ExitCode.NOT_IMPORTABLE
     return ExitCode.VALIDATION_FAILED

@@ -1,6 +1,8 @@
 """Read a GMI package (``.zip``, ``.tar.gz`` or an unpacked folder) in one streamed
-pass: every member's path is checked for safety and every file is hashed (the zip
-reader also checks each member's CRC-32 as it goes)."""
+pass: every member's path is checked for safety and for what .NET's
+``ZipFile.ExtractToDirectory`` does with it on NTFS (:mod:`orchestrator.gmi.zipnames`),
+every zip member's compression method against what .NET reads, and every file is
+hashed (the zip reader also checks each member's CRC-32 as it goes)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
+from orchestrator.gmi import zipnames
 from orchestrator.gmi.hashing import CHUNK
 
 Kind = Literal["zip", "tar.gz", "folder"]
 KEEP_SUFFIXES = (".yml", ".yaml", ".md", ".json", ".jsonl")
 KEEP_LIMIT = 256 * 1024 * 1024  # root text files we keep the bytes of (manifest, log)
+# What System.IO.Compression reads: stored, deflate, deflate64 (ZipArchiveEntry's
+# compression-method check; docs/package.md). gmi-fsm writes only the first two.
+DOTNET_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", 9: "deflate64"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,8 @@ class Scan:
     dirs: set[str] = field(default_factory=set)
     texts: dict[str, bytes] = field(default_factory=dict)
     unsafe: list[str] = field(default_factory=list)
+    windows: list[str] = field(default_factory=list)  # names NTFS/.NET would not extract as they are
+    dotnet: list[str] = field(default_factory=list)  # members .NET cannot extract at all
     error: str = ""  # the archive could not be read to its end (truncated, corrupt)
 
 
@@ -96,16 +104,18 @@ def scan(path: Path) -> Scan:
         msg = f"{path} is not a .zip, a .tar.gz or a folder"
         raise ValueError(msg)
     result = Scan(path, kind)
+    raw_names: list[str] = []
     if kind == "zip":
-        _scan_zip(result)
+        _scan_zip(result, raw_names)
     elif kind == "tar.gz":
-        _scan_tar(result)
+        _scan_tar(result, raw_names)
     else:
-        _scan_folder(result)
+        _scan_folder(result, raw_names)
+    result.windows = zipnames.problems([n for n in raw_names if not unsafe_reason(n)])
     return result
 
 
-def _scan_zip(result: Scan) -> None:
+def _scan_zip(result: Scan, raw_names: list[str]) -> None:
     try:
         zf = zipfile.ZipFile(result.path)
     except zipfile.BadZipFile as exc:
@@ -118,17 +128,17 @@ def _scan_zip(result: Scan) -> None:
         result.error = f"cannot open: {exc}"
         return
     with zf:
-        seen: set[str] = set()
         for info in zf.infolist():
+            raw_names.append(info.filename)
+            _dotnet_readable(result, info)
             name = _member_name(result, info.filename)
             if name is None:
                 continue
-            if name in seen:
-                result.unsafe.append(f"{info.filename!r}: appears twice")
-            seen.add(name)
             if info.is_dir():
                 result.dirs.add(name)
                 continue
+            if name in result.files:
+                continue  # a duplicate: reported by zipnames; the first copy is what .NET extracts
             try:
                 with zf.open(info) as stream:
                     _take(result, name, stream, info.file_size)
@@ -139,10 +149,24 @@ def _scan_zip(result: Scan) -> None:
                 return
 
 
-def _scan_tar(result: Scan) -> None:
+def _dotnet_readable(result: Scan, info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    if info.compress_type not in DOTNET_METHODS:
+        result.dotnet.append(
+            f"{name!r}: compression method {info.compress_type} (.NET reads only stored, deflate and "
+            "deflate64)"
+        )
+    if info.flag_bits & 0x1:
+        result.dotnet.append(f"{name!r}: encrypted (.NET cannot extract encrypted entries)")
+    if info.is_dir() and info.file_size:
+        result.dotnet.append(f"{name!r}: a folder entry with {info.file_size} bytes of data (.NET throws)")
+
+
+def _scan_tar(result: Scan, raw_names: list[str]) -> None:
     try:
         with tarfile.open(result.path, "r|gz") as tf:
             for info in tf:
+                raw_names.append(info.name + ("/" if info.isdir() else ""))
                 name = _member_name(result, info.name)
                 if name is None:
                     continue
@@ -158,10 +182,11 @@ def _scan_tar(result: Scan) -> None:
         result.error = f"not a readable tar.gz ({exc or type(exc).__name__}): truncated or corrupt"
 
 
-def _scan_folder(result: Scan) -> None:
+def _scan_folder(result: Scan, raw_names: list[str]) -> None:
     root = result.path
     for p in sorted(root.rglob("*")):
         name = p.relative_to(root).as_posix()
+        raw_names.append(name + ("/" if p.is_dir() and not p.is_symlink() else ""))
         if p.is_symlink():
             result.unsafe.append(f"{name!r}: a symbolic link")
         elif p.is_dir():

@@ -1,102 +1,40 @@
-"""The GMI manifest ``GMI-<Os>-<Ver>.yml``: every key vmgenie reads, plus the facts
-gmi-fsm recorded, and the seed checklist's ``gmi-metadata.yml`` sidecar.
+"""The GMI manifest ``GMI-<Os>-<Ver>.yml``: exactly the twelve keys vmgenie's
+``GmiMetadata`` class has, nothing else.
 
-The pydantic model is the one definition of the format: the document stage writes
-through it and ``gmi-fsm validate`` reads through it.
+vmgenie binds it with YamlDotNet and no ``IgnoreUnmatchedProperties()``, so one extra
+key makes its import throw: everything else gmi-fsm knows about a build goes in the
+sidecar ``gmi-metadata.yml`` (:mod:`orchestrator.gmi.sidecar`) and the provenance
+statement. Reading goes through :mod:`orchestrator.gmi.yamldotnet` (what vmgenie would
+throw on), then through gmi-fsm's own rules (every key present, formats); writing
+quotes every string, so ``24.10`` stays the text ``24.10``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.gmi.yamldotnet import (
+    BindError,
+    Bound,
+    Problem,
+    PropertyType,
+    Target,
+    bind_mapping,
+    parse_document,
+    scalar_text,
+)
 
 GMI_VERSION = "1.0"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # vmgenie's yyyy-MM-ddTHH:mm:ssZ, always UTC
 TIMESTAMP_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+VMGENIE_TYPE = "VmGenie.Artifacts.GmiMetadata"
 
-Variant = Literal["hyperv-export", "disk-only"]
-HYPERV_EXPORT: Variant = "hyperv-export"
-DISK_ONLY: Variant = "disk-only"
-
-
-def _scalar_text(value: Any) -> Any:
-    # An unquoted `version: 12` or `version: 24.04` is a number to YAML but a string
-    # to vmgenie (YamlDotNet binds scalars to its string properties): accept both.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-def _timestamp_text(value: Any) -> Any:
-    # PyYAML turns an unquoted timestamp into a datetime; vmgenie reads the text.
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value.strftime(TIMESTAMP_FORMAT)
-    return value
-
-
-Text = Annotated[str, BeforeValidator(_scalar_text)]
-Timestamp = Annotated[str, BeforeValidator(_timestamp_text), Field(pattern=TIMESTAMP_RE)]
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-
-class Manifest(BaseModel):
-    """``GMI-<Os>-<Ver>.yml``. The first block is what vmgenie requires; the rest are
-    gmi-fsm's extensions (vmgenie ignores keys it does not know), optional so that a
-    GMI made by hand still validates against the vmgenie part."""
-
-    # Unknown keys are kept, not refused: vmgenie ignores them, so must we.
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    gmi_version: Annotated[Literal["1.0"], BeforeValidator(_scalar_text)]
-    os: Text
-    version: Text
-    created: Timestamp
-    updated: Timestamp
-    vm_name: Text
-    hyperv_generation: Literal[2]
-    maintainer: Text
-    maintainer_email: Text
-    source_url: Text
-    description: Text
-    checksum_sha256: Sha256
-
-    os_pretty_name: str | None = None
-    kernel: str | None = None
-    cloud_init_version: str | None = None
-    hyperv_daemons: list[str] | None = None
-    hyperv_daemons_source: str | None = None
-    hyperv_daemons_version: str | None = None
-    package_count: int | None = None
-    default_users: list[str] | None = None
-    locale: str | None = None
-    source_sha256: str | None = None
-    build_id: str | None = None
-    event_log_seq: int | None = None
-    event_log_head_hash: Sha256 | None = None
-    gmi_fsm_version: str | None = None
-    package_variant: Variant | None = None
-
-    @property
-    def is_gmi_fsm(self) -> bool:
-        """True when the manifest claims gmi-fsm provenance (so the event log and the
-        provenance statement must be there and must match)."""
-        return self.build_id is not None
-
-    @property
-    def variant(self) -> Variant:
-        # vmgenie's own format is the Hyper-V export; only gmi-fsm writes disk-only.
-        return self.package_variant or HYPERV_EXPORT
-
-
+# GmiMetadata's properties in declaration order, as UnderscoredNamingConvention names
+# them (vmgenie src/Artifacts/GmiMetadata.cs lines 11-22).
 VMGENIE_KEYS: tuple[str, ...] = (
     "gmi_version",
     "os",
@@ -111,6 +49,49 @@ VMGENIE_KEYS: tuple[str, ...] = (
     "description",
     "checksum_sha256",
 )
+_TYPES: dict[str, PropertyType] = {
+    k: ("int32" if k == "hyperv_generation" else "string") for k in VMGENIE_KEYS
+}
+MANIFEST_TARGET = Target(VMGENIE_TYPE, _TYPES)
+
+Timestamp = Annotated[str, Field(pattern=TIMESTAMP_RE)]
+# vmgenie compares case-insensitively (GmiMetadata.cs MatchesVhdx); gmi-fsm writes lowercase.
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+class Manifest(BaseModel):
+    """``GMI-<Os>-<Ver>.yml``: vmgenie's twelve keys, each required by gmi-fsm (vmgenie
+    itself requires none, but a GMI that omits one is not what the checklist asks)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gmi_version: Literal["1.0"]
+    os: Annotated[str, Field(min_length=1)]
+    version: Annotated[str, Field(min_length=1)]
+    created: Timestamp
+    updated: Timestamp
+    vm_name: Annotated[str, Field(min_length=1)]
+    hyperv_generation: Literal[2]
+    maintainer: str
+    maintainer_email: str
+    source_url: str
+    description: str
+    checksum_sha256: Sha256
+
+    @property
+    def disk_sha256(self) -> str:
+        return self.checksum_sha256.lower()
+
+
+class ManifestError(ValueError):
+    """A manifest could not be read. ``vmgenie_throws`` is True when vmgenie's own
+    import would throw on it (a binding problem), False when only gmi-fsm's rules
+    (every key present, formats) refuse it."""
+
+    def __init__(self, problems: list[str], *, vmgenie_throws: bool) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        self.vmgenie_throws = vmgenie_throws
 
 
 def utc_timestamp(when: datetime | str | None = None) -> str:
@@ -141,34 +122,12 @@ class ManifestInputs:
     checksum_sha256: str
     created: str
     updated: str
-    facts: dict[str, str]
-    build_id: str
-    event_log_seq: int
-    event_log_head_hash: str
-    gmi_fsm_version: str
-    package_variant: Variant
-    locale_default: str = ""
-    source_sha256_default: str = ""
-
-
-def _split(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    digits = re.sub(r"\s", "", value)
-    return int(digits) if digits.isdigit() else None
+    os_pretty_name: str = ""  # only for the default description
 
 
 def make_manifest(inputs: ManifestInputs) -> Manifest:
-    f = inputs.facts
-    pretty = f.get("os.pretty_name")
     description = inputs.description or (
-        f"{pretty or f'{inputs.os} {inputs.version}'} golden image for Hyper-V "
+        f"{inputs.os_pretty_name or f'{inputs.os} {inputs.version}'} golden image for Hyper-V "
         "(generation 2, cloud-init NoCloud), built by gmi-fsm"
     )
     return Manifest(
@@ -184,86 +143,99 @@ def make_manifest(inputs: ManifestInputs) -> Manifest:
         source_url=inputs.source_url,
         description=description,
         checksum_sha256=inputs.checksum_sha256.lower(),
-        os_pretty_name=pretty,
-        kernel=f.get("kernel.release"),
-        cloud_init_version=f.get("cloud_init.version"),
-        hyperv_daemons=_split(f.get("hyperv.daemons")),
-        hyperv_daemons_source=f.get("hyperv.daemons.source"),
-        hyperv_daemons_version=f.get("hyperv.daemons.version"),
-        package_count=_int(f.get("packages.count")),
-        default_users=_split(f.get("users.default")),
-        locale=f.get("locale") or inputs.locale_default or None,
-        source_sha256=f.get("source.sha256") or inputs.source_sha256_default or None,
-        build_id=inputs.build_id,
-        event_log_seq=inputs.event_log_seq,
-        event_log_head_hash=inputs.event_log_head_hash,
-        gmi_fsm_version=inputs.gmi_fsm_version,
-        package_variant=inputs.package_variant,
     )
 
 
 def manifest_yaml(manifest: Manifest) -> str:
-    """The manifest as YAML, keys in the model's order. PyYAML quotes every string
-    that would read back as another type (``'12'``, timestamps), so vmgenie and we
-    read back exactly what was written."""
-    data = manifest.model_dump(mode="json")
-    header = "# GMI manifest (vmgenie format 1.0), written by gmi-fsm. Do not edit: checksum and\n"
-    header += "# event_log_head_hash tie it to the disk and to the build's event log.\n"
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    """The manifest as YAML: the twelve keys in vmgenie's order, every string in double
+    quotes (``"12"``, ``"24.10"``, timestamps), ``hyperv_generation`` a plain integer."""
+    data = manifest.model_dump()
+    lines = [
+        "# GMI manifest (vmgenie format 1.0), written by gmi-fsm. vmgenie reads exactly these",
+        "# twelve keys and refuses any other: facts about the build are in gmi-metadata.yml.",
+    ]
+    lines += [f"{key}: {scalar_text(data[key])}" for key in VMGENIE_KEYS]
+    return "\n".join(lines) + "\n"
 
 
-def metadata_yaml(manifest: Manifest) -> str:
-    """The seed checklist's ``gmi-metadata.yml``: OS, kernel, cloud-init and
-    integration-services versions, creation date, maintainer, default users."""
-    data: dict[str, Any] = {
-        "os": manifest.os,
-        "version": manifest.version,
-        "os_pretty_name": manifest.os_pretty_name,
-        "kernel": manifest.kernel,
-        "cloud_init": manifest.cloud_init_version,
-        "integration_services": {
-            "daemons": manifest.hyperv_daemons,
-            "source": manifest.hyperv_daemons_source,
-            "version": manifest.hyperv_daemons_version,
-        },
-        "created": manifest.created,
-        "maintainer": manifest.maintainer,
-        "maintainer_email": manifest.maintainer_email,
-        "default_users": manifest.default_users,
-        "locale": manifest.locale,
-        "build_id": manifest.build_id,
-        "checksum_sha256": manifest.checksum_sha256,
-    }
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-
-
-class ManifestError(ValueError):
-    """A manifest could not be read; ``problems`` lists each one."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-def parse_manifest(text: str) -> Manifest:
-    """Read and check a manifest; raise :class:`ManifestError` naming every missing
-    or wrong key."""
-    from pydantic import ValidationError  # noqa: PLC0415
-
+def bind_manifest(text: str) -> Bound:
+    """Bind ``text`` as vmgenie's ``GmiMetadata.Load`` would; raise
+    :class:`ManifestError` (``vmgenie_throws``) with each problem and vmgenie's message."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ManifestError([f"not valid YAML: {exc}"]) from None
-    if not isinstance(data, dict):
-        raise ManifestError(["the top level is not a mapping of keys"])
+        bound, problems = bind_mapping(parse_document(text), MANIFEST_TARGET)
+    except BindError as exc:
+        problems = exc.problems
+        bound = Bound()
+    if problems:
+        raise ManifestError([str(p) for p in problems], vmgenie_throws=True)
+    return bound
+
+
+def vmgenie_view(bound: Bound) -> dict[str, str | int | None]:
+    """The values vmgenie works with after binding: its property defaults for absent
+    keys, then ``EnsureDefaults`` (GmiMetadata.cs lines 37-45): a blank ``gmi_version``
+    is "1.0", a 0 generation is 2, a blank ``vm_name`` is ``GMI <os> <version>``. The
+    time defaults (now) are shown as "(import time)"."""
+    v: dict[str, str | int | None] = {k: ("" if k != "hyperv_generation" else 2) for k in VMGENIE_KEYS}
+    v["gmi_version"] = "1.0"
+    v.update(bound.values)
+
+    def blank(key: str) -> bool:
+        value = v[key]
+        return value is None or (isinstance(value, str) and not value.strip())
+
+    if blank("gmi_version"):
+        v["gmi_version"] = "1.0"
+    for key in ("created", "updated"):
+        if blank(key):
+            v[key] = "(import time)"
+    if v["hyperv_generation"] == 0:
+        v["hyperv_generation"] = 2
+    if blank("vm_name") and not blank("os") and not blank("version"):
+        v["vm_name"] = f"GMI {v['os']} {v['version']}"
+    return v
+
+
+def check_manifest(bound: Bound) -> Manifest:
+    """gmi-fsm's rules on a bound manifest: all twelve keys present and not null,
+    ``gmi_version`` "1.0", generation 2, UTC timestamps, a sha256. Raise
+    :class:`ManifestError` (not ``vmgenie_throws``) naming each problem."""
     try:
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(bound.values)
     except ValidationError as exc:
-        problems = []
+        problems: list[str] = []
         for err in exc.errors(include_url=False):
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] == "missing":
-                problems.append(f"{key}: required key is missing")
+                problems.append(
+                    f"{key}: required key is missing (vmgenie would not refuse it, but a GMI states it)"
+                )
+            elif err.get("input") is None:
+                problems.append(f"{key}: is null; write a value (quoted text)")
             else:
                 problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-        raise ManifestError(problems) from None
+        raise ManifestError(problems, vmgenie_throws=False) from None
+
+
+def parse_manifest(text: str) -> Manifest:
+    """Bind (as vmgenie) and check (as gmi-fsm) a manifest's text."""
+    return check_manifest(bind_manifest(text))
+
+
+__all__ = [
+    "GMI_VERSION",
+    "MANIFEST_TARGET",
+    "TIMESTAMP_FORMAT",
+    "VMGENIE_KEYS",
+    "Manifest",
+    "ManifestError",
+    "ManifestInputs",
+    "Problem",
+    "bind_manifest",
+    "check_manifest",
+    "make_manifest",
+    "manifest_yaml",
+    "parse_manifest",
+    "utc_timestamp",
+    "vmgenie_view",
+]

@@ -14,6 +14,7 @@ engine's event loop (timeouts, Ctrl-C) stays responsive.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,6 @@ from orchestrator.gmi.manifest import (
     ManifestInputs,
     make_manifest,
     manifest_yaml,
-    metadata_yaml,
     parse_manifest,
     utc_timestamp,
 )
@@ -46,6 +46,15 @@ from orchestrator.gmi.package import (
 from orchestrator.gmi.provenance import ProvenanceInputs, Subject, statement_json
 from orchestrator.gmi.publish import PublishError, publish
 from orchestrator.gmi.readme import render_readme
+from orchestrator.gmi.sidecar import (
+    ParentPackage,
+    Sidecar,
+    SidecarError,
+    SidecarInputs,
+    make_sidecar,
+    parse_sidecar,
+    sidecar_yaml,
+)
 from orchestrator.spec import BuildSpec
 from orchestrator.targets.base import Artifact, CommandResult, OutputSink
 from orchestrator.targets.local import Operation
@@ -66,9 +75,10 @@ class GmiContext:
     spec: BuildSpec
     base_dir: Path
 
-    @property
-    def names(self) -> GmiNames:
-        return GmiNames(self.spec.os.name, self.spec.os.version)
+    def names(self, export_dir: Path | None) -> GmiNames:
+        """The names of this build's package: a full GMI when there is an Export-VM
+        folder, the disk-only variant otherwise."""
+        return GmiNames(self.spec.os.name, self.spec.os.version, variant_for(export_dir))
 
     def state(self) -> BuildState:
         return fold(self.build_id, self.store.read(self.build_id))
@@ -99,24 +109,38 @@ def _disk_and_export(
     return ctx.path(str(disk)), ctx.path(str(export)) if export else None
 
 
+# A build that finishes another package (a disk-only GMI finished on Hyper-V) records
+# these facts when it reads its source; the sidecar and the statement name the parent.
+PARENT_FACTS = ("parent.package", "parent.sha256", "parent.event_log_head_hash")
+
+
+def parent_of(facts: Mapping[str, str]) -> ParentPackage | None:
+    name, sha, head = (facts.get(k, "") for k in PARENT_FACTS)
+    if not name:
+        return None
+    return ParentPackage(package=name, sha256=sha, event_log_head_hash=head or None)
+
+
 # -- document --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Documented:
     manifest: Manifest
+    sidecar: Sidecar
     artifacts: tuple[Artifact, ...]
 
 
 def document(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Documented:
-    """Hash the disk, write manifest, readme and ``gmi-metadata.yml`` into the output
-    folder. The manifest pins the event log at the build's head *now*
-    (``event_log_seq``/``event_log_head_hash``): the package exports exactly those
-    events, so the manifest and the log it names always agree."""
+    """Hash the disk, write the manifest (vmgenie's twelve keys), the sidecar
+    ``gmi-metadata.yml`` (every other fact) and the readme into the output folder. The
+    sidecar pins the event log at the build's head *now* (``event_log.seq`` /
+    ``head_hash``): the package exports exactly those events, so the sidecar and the
+    log it names always agree."""
     params = params or {}
     st = ctx.state()
-    names = ctx.names
     disk, export_dir = _disk_and_export(ctx, st, params)
+    names = ctx.names(export_dir)
     digest, _ = sha256_file(disk)
     recorded = st.artifacts.get("vhdx", {}).get("sha256")
     if recorded and recorded != digest and "vhdx" not in params:
@@ -126,6 +150,7 @@ def document(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Doc
         )
     spec = ctx.spec
     source = spec.source
+    created = utc_timestamp(st.created_at or None)
     manifest = make_manifest(
         ManifestInputs(
             os=spec.os.name,
@@ -136,30 +161,49 @@ def document(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Doc
             source_url=spec.manifest.source_url,
             description=spec.manifest.description,
             checksum_sha256=digest,
-            created=utc_timestamp(st.created_at or None),
+            created=created,
             updated=utc_timestamp(),
+            os_pretty_name=st.facts.get("os.pretty_name", ""),
+        )
+    )
+    manifest_text = manifest_yaml(manifest)
+    sidecar = make_sidecar(
+        SidecarInputs(
+            os=spec.os.name,
+            version=spec.os.version,
+            created=created,
+            maintainer=spec.manifest.maintainer,
+            maintainer_email=spec.manifest.maintainer_email,
+            checksum_sha256=digest,
             facts=dict(st.facts),
+            package_name=names.zip,
+            variant=names.variant,
+            manifest_name=names.manifest,
+            manifest_sha256=hashlib.sha256(manifest_text.encode("utf-8")).hexdigest(),
             build_id=ctx.build_id,
+            gmi_fsm_version=st.tool_version or TOOL_VERSION,
+            host_kind=spec.host.kind,
+            event_log_name=names.events,
             event_log_seq=st.head_seq,
             event_log_head_hash=st.head_hash,
-            gmi_fsm_version=st.tool_version or TOOL_VERSION,
-            package_variant=variant_for(export_dir),
+            source_uri=(source.base_image or source.iso or "") if source else "",
+            source_sha256=(source.sha256 or "") if source else "",
             locale_default=spec.prepare.locale,
-            source_sha256_default=(source.sha256 or "") if source else "",
+            parent=parent_of(st.facts),
         )
     )
     out = ctx.out_dir(params)
     out.mkdir(parents=True, exist_ok=True)
     events = ctx.store.read(ctx.build_id, until_seq=st.head_seq)
     files = {
-        "manifest": (out / names.manifest, manifest_yaml(manifest)),
-        "readme": (out / names.readme, render_readme(manifest, names, events, host_kind=spec.host.kind)),
-        "metadata": (out / METADATA, metadata_yaml(manifest)),
+        "manifest": (out / names.manifest, manifest_text),
+        "metadata": (out / METADATA, sidecar_yaml(sidecar)),
+        "readme": (out / names.readme, render_readme(manifest, sidecar, names, events)),
     }
     for path, text in files.values():
         write_text_atomic(path, text)
     artifacts = tuple(_artifact(name, path, f"gmi.{name}") for name, (path, _) in files.items())
-    return Documented(manifest, artifacts)
+    return Documented(manifest, sidecar, artifacts)
 
 
 # -- package ---------------------------------------------------------------------------
@@ -176,28 +220,40 @@ def package(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Pack
     asks), the provenance statement, and ``SHA256SUMS`` last."""
     params = params or {}
     st = ctx.state()
-    names = ctx.names
+    disk, export_dir = _disk_and_export(ctx, st, params)
+    names = ctx.names(export_dir)
     out = ctx.out_dir(params)
-    manifest_path = out / names.manifest
-    if not manifest_path.is_file():
-        raise PackageError(f"no manifest {manifest_path}", hint="the document stage writes it first")
-    manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"))
-    if manifest.build_id != ctx.build_id or manifest.event_log_seq is None:
+    manifest_path, sidecar_path = out / names.manifest, out / METADATA
+    for path in (manifest_path, sidecar_path):
+        if not path.is_file():
+            raise PackageError(f"no {path}", hint="the document stage writes it first")
+    manifest_bytes = manifest_path.read_bytes()
+    manifest = parse_manifest(manifest_bytes.decode("utf-8"))
+    try:
+        sidecar = parse_sidecar(sidecar_path.read_text(encoding="utf-8"))
+    except SidecarError as exc:
+        raise PackageError(f"{sidecar_path}: {exc}", hint="run the document stage again") from None
+    if sidecar.build.id != ctx.build_id or sidecar.package.name != names.zip:
         raise PackageError(
-            f"{manifest_path} belongs to build {manifest.build_id}, not {ctx.build_id}",
+            f"{sidecar_path} is of build {sidecar.build.id} and package {sidecar.package.name}, not "
+            f"{ctx.build_id} and {names.zip}",
             hint="run the document stage of this build again",
+        )
+    if hashlib.sha256(manifest_bytes).hexdigest() != sidecar.package.manifest_sha256:
+        raise PackageError(
+            f"{manifest_path} changed after the document stage wrote it ({METADATA} has its digest)",
+            hint="run the document stage again rather than editing the manifest by hand",
         )
     # An interrupted earlier run must not leave a SHA256SUMS or statement that seems
     # to vouch for files about to be replaced.
     for stale in (out / SUMS, out / names.provenance):
         stale.unlink(missing_ok=True)
-    log = eventlog.export_jsonl(ctx.store, ctx.build_id, manifest.event_log_seq, out / names.events)
-    if log.head_hash != manifest.event_log_head_hash:
+    log = eventlog.export_jsonl(ctx.store, ctx.build_id, sidecar.event_log.seq, out / names.events)
+    if log.head_hash != sidecar.event_log.head_hash:
         raise PackageError(
-            f"the event log ends at {log.head_hash}, the manifest says {manifest.event_log_head_hash}",
+            f"the event log ends at {log.head_hash}, {METADATA} says {sidecar.event_log.head_hash}",
             hint="`gmi-fsm verify ID`: the database may have been altered",
         )
-    disk, export_dir = _disk_and_export(ctx, st, params)
     entries = plan_entries(names, disk, export_dir, root_files(names, out))
     compression = str(params.get("disk_compression") or DEFAULT_DISK_COMPRESSION)
     disk_compression: DiskCompression = "deflated" if compression == "deflated" else "stored"
@@ -213,25 +269,26 @@ def package(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Pack
         check_disk(manifest, tarred, names)
         archives.append(tarred)
     subjects = [Subject(a.path.name, a.sha256) for a in archives]
-    subjects.append(Subject(names.disk_entry, manifest.checksum_sha256))
-    source = ctx.spec.source
-    source_uri = st.facts.get("source.path") or ((source.base_image or source.iso or "") if source else "")
+    subjects.append(Subject(names.disk_entry, manifest.disk_sha256))
     stmt = ProvenanceInputs(
         subjects=tuple(subjects),
         spec=st.spec,
         spec_sha256=st.spec_sha256,
         build_id=ctx.build_id,
         host_kind=ctx.spec.host.kind,
-        tool_version=manifest.gmi_fsm_version or TOOL_VERSION,
+        tool_version=sidecar.build.gmi_fsm_version,
         started_on=st.created_at,
         finished_on=utc_timestamp(),
-        package_variant=manifest.variant,
-        source_uri=source_uri,
-        source_sha256=manifest.source_sha256 or "",
+        package_variant=names.variant,
+        source_uri=sidecar.source.uri or "",
+        source_sha256=sidecar.source.sha256 or "",
         event_log_name=names.events,
         event_log_sha256=log.sha256,
         event_log_head_seq=log.head_seq,
         event_log_head_hash=log.head_hash,
+        parent_name=sidecar.parent.package if sidecar.parent else "",
+        parent_sha256=sidecar.parent.sha256 if sidecar.parent else "",
+        parent_event_log_head_hash=(sidecar.parent.event_log_head_hash or "") if sidecar.parent else "",
     )
     prov_path = out / names.provenance
     write_text_atomic(prov_path, statement_json(stmt))
@@ -247,6 +304,13 @@ def package(ctx: GmiContext, params: Mapping[str, object] | None = None) -> Pack
         t = archives[1]
         artifacts.append(Artifact("package_tar", str(t.path), t.sha256, t.size, "gmi.package"))
     return Packaged(zipped.path, tuple(artifacts))
+
+
+def _zip_to_publish(ctx: GmiContext, params: Mapping[str, object]) -> Path:
+    if params.get("zip"):
+        return ctx.path(str(params["zip"]))
+    _, export_dir = _disk_and_export(ctx, ctx.state(), params)
+    return ctx.out_dir(params) / ctx.names(export_dir).zip
 
 
 # -- engine glue -----------------------------------------------------------------------
@@ -293,7 +357,7 @@ def make_operations(
 
     async def op_publish(params: Mapping[str, object], sink: OutputSink) -> CommandResult:
         try:
-            zip_path = ctx.path(str(params.get("zip") or ctx.out_dir(params) / ctx.names.zip))
+            zip_path = _zip_to_publish(ctx, params)
             index = ctx.path(str(params["index"]))
             result = await asyncio.to_thread(publish, zip_path, index, str(params["url"]))
         except KeyError as exc:

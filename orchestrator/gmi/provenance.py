@@ -2,8 +2,11 @@
 whose predicate is SLSA Provenance v1.
 
 subject: the zip (and tar.gz) and the VHDX; resolvedDependencies: the ISO or base
-image; byproducts: the event log. A verifier checks the subject digests against the
-files, then re-verifies the event log's hash chain (``gmi-fsm validate`` does both).
+image, and the parent package when the build finished a disk-only GMI; byproducts: the
+event log with its head. A verifier checks the subject digests against the files, the
+statement's build id, variant and event-log head against the sidecar
+``gmi-metadata.yml``, then re-verifies the event log's hash chain (``gmi-fsm validate``
+does all of it).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class ProvenanceInputs:
     event_log_sha256: str
     event_log_head_seq: int
     event_log_head_hash: str
+    # The package this build started from (a disk-only GMI finished on Hyper-V).
+    parent_name: str = ""
+    parent_sha256: str = ""
+    parent_event_log_head_hash: str = ""
 
 
 def _uri(path: str) -> str:
@@ -62,6 +69,15 @@ def statement(inp: ProvenanceInputs) -> dict[str, Any]:
         if inp.source_sha256:
             dep["digest"] = {"sha256": inp.source_sha256}
         deps.append(dep)
+    if inp.parent_name:
+        parent: dict[str, Any] = {
+            "name": "parent-package",
+            "uri": inp.parent_name,
+            "digest": {"sha256": inp.parent_sha256},
+        }
+        if inp.parent_event_log_head_hash:
+            parent["annotations"] = {"event_log_head_hash": inp.parent_event_log_head_hash}
+        deps.append(parent)
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in inp.subjects],
@@ -130,3 +146,33 @@ def subject_digests(doc: Any) -> dict[str, str]:
         msg = "the statement has no subject"
         raise ValueError(msg)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What a statement says about its build, for comparing with the sidecar."""
+
+    invocation_id: str
+    package_variant: str
+    event_log_name: str
+    event_log_head_seq: int | None
+    event_log_head_hash: str
+
+
+def run_facts(doc: Any) -> RunFacts:
+    """Read the build id, variant and event-log head from a statement (call
+    :func:`subject_digests` first: it checks the statement's type)."""
+    pred = doc.get("predicate") or {}
+    run = pred.get("runDetails") or {}
+    internal = (pred.get("buildDefinition") or {}).get("internalParameters") or {}
+    byproducts = run.get("byproducts") or [{}]
+    log = byproducts[0] if isinstance(byproducts[0], dict) else {}
+    notes = log.get("annotations") or {}
+    seq = notes.get("head_seq")
+    return RunFacts(
+        invocation_id=str((run.get("metadata") or {}).get("invocationId", "")),
+        package_variant=str(internal.get("package_variant", "")),
+        event_log_name=str(log.get("name", "")),
+        event_log_head_seq=seq if isinstance(seq, int) else None,
+        event_log_head_hash=str(notes.get("head_hash", "")),
+    )

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from events.store import RecordedEvent
-from orchestrator.gmi.manifest import DISK_ONLY, Manifest
-from orchestrator.gmi.naming import GmiNames
+from orchestrator.gmi.manifest import Manifest
+from orchestrator.gmi.naming import METADATA, GmiNames
+from orchestrator.gmi.sidecar import Sidecar
 from states.stages import STAGE_NAMES, stage_by_name
 
 MAX_STEPS_PER_STAGE = 12  # the readme summarizes; `gmi-fsm audit` has everything
@@ -75,55 +76,64 @@ def _v(value: object) -> str:
 
 def render_readme(
     manifest: Manifest,
+    sidecar: Sidecar,
     names: GmiNames,
     events: Iterable[RecordedEvent],
-    *,
-    host_kind: str = "",
 ) -> str:
-    m = manifest
+    m, x = manifest, sidecar
+    svc = x.integration_services
     out: list[str] = []
     add = out.append
-    title = m.os_pretty_name or f"{m.os} {m.version}"
-    add(f"# {names.base}: {title}\n")
+    title = x.os_pretty_name or f"{m.os} {m.version}"
+    add(f"# {names.stem}: {title}\n")
     add(f"{m.description}\n")
-    if m.variant == DISK_ONLY:
+    if names.is_disk_only:
         add(
-            "> **Disk-only package.** This GMI was built without Hyper-V (QEMU host), so it has no\n"
-            "> `Virtual Machines/` folder: `genie gmi import` cannot use it. Create the VM from the\n"
-            "> disk instead (see *How to use it*).\n"
+            "> **A disk-only GMI: not importable by vmgenie.** It was built without Hyper-V (on the\n"
+            f"> {x.build.host_kind} host), so it has the disk but no Hyper-V VM configuration\n"
+            "> (`Virtual Machines/`), which `genie gmi import` needs. Its name\n"
+            f"> (`{names.zip}`, not `{names.finished.zip}`) makes vmgenie refuse it\n"
+            "> before it changes anything. Finish it on a Hyper-V host into the\n"
+            f"> importable `{names.finished.zip}` (see *How to use it*).\n"
         )
     add("## What it is\n")
     add("| | |\n|---|---|")
     rows = [
         ("OS", title),
-        ("Kernel", m.kernel),
-        ("cloud-init", m.cloud_init_version),
+        ("Kernel", x.kernel),
+        ("cloud-init", x.cloud_init),
         (
             "Hyper-V daemons",
-            f"{_v(m.hyperv_daemons)} (from {_v(m.hyperv_daemons_source)}, "
-            f"version {_v(m.hyperv_daemons_version)})",
+            f"{_v(svc.daemons)} (from {_v(svc.source)}, version {_v(svc.version)})",
         ),
-        ("Packages installed", m.package_count),
-        ("Default users", m.default_users),
-        ("Locale", m.locale),
+        ("Packages installed", x.package_count),
+        ("Default users", x.default_users),
+        ("Locale", x.locale),
         ("VM name", m.vm_name),
         ("Hyper-V generation", m.hyperv_generation),
-        ("Package variant", m.variant),
+        ("Package", f"{names.zip} ({names.variant})"),
         ("Created / updated (UTC)", f"{m.created} / {m.updated}"),
         ("Maintainer", f"{m.maintainer} {f'<{m.maintainer_email}>' if m.maintainer_email else ''}".strip()),
         ("Source", m.source_url),
-        ("Built by", f"gmi-fsm {_v(m.gmi_fsm_version)}, build `{_v(m.build_id)}`"),
+        (
+            "Built by",
+            f"gmi-fsm {_v(x.build.gmi_fsm_version)}, build `{_v(x.build.id)}` ({x.build.host_kind} host)",
+        ),
     ]
+    if x.parent is not None:
+        rows.append(("Finished from", f"`{x.parent.package}` (sha256 `{x.parent.sha256}`)"))
     for label, value in rows:
         add(f"| {label} | {_v(value)} |")
     add("")
+    add(
+        f"vmgenie reads only the twelve keys of `{names.manifest}`; every other fact above is in "
+        f"`{METADATA}` (the sidecar), with what ties this package to its build.\n"
+    )
     add("## How it was built\n")
     add(
         "Every command gmi-fsm sent was recorded, before and after it ran, in a hash-chained "
-        f"event log (`{names.events}`, head `{_v(m.event_log_head_hash)}` at seq "
-        f"{_v(m.event_log_seq)}). Stages and their steps, summarized from that log"
-        + (f" (host: {host_kind})" if host_kind else "")
-        + ":\n"
+        f"event log (`{names.events}`, head `{x.event_log.head_hash}` at seq "
+        f"{x.event_log.seq}). Stages and their steps, summarized from that log:\n"
     )
     stages = summarize(events)
     if not stages:
@@ -141,18 +151,16 @@ def render_readme(
             add(f"| {s.name} | {s.target} | `{s.command}` | {s.outcome}{ec} |")
         hidden = len(st.steps) - MAX_STEPS_PER_STAGE
         if hidden > 0:
-            add(f"| … | | {hidden} more steps: see `gmi-fsm audit {_v(m.build_id)}` | |")
+            add(f"| … | | {hidden} more steps: see `gmi-fsm audit {x.build.id}` | |")
         add("")
     add("## Caveats\n")
-    for caveat in caveats(m):
+    for caveat in caveats(x):
         add(f"- {caveat}")
     add("")
     add("## How to use it\n")
     add(usage(m, names))
     add("## Checksums\n")
-    add(
-        f"- `{names.disk_entry}`: sha256 `{m.checksum_sha256}` (also `checksum_sha256` in `{names.manifest}`)"
-    )
+    add(f"- `{names.disk_entry}`: sha256 `{m.disk_sha256}` (also `checksum_sha256` in `{names.manifest}`)")
     add(
         f"- The package itself (`{names.zip}`) cannot name its own digest: see `SHA256SUMS` and "
         f"`{names.provenance}` (in-toto / SLSA provenance) published beside it."
@@ -161,7 +169,7 @@ def render_readme(
     return "\n".join(out)
 
 
-def caveats(m: Manifest) -> list[str]:
+def caveats(m: Sidecar) -> list[str]:
     out = [
         "Generation 2 only. Secure Boot: use the template *Microsoft UEFI Certificate Authority* "
         "(not *Microsoft Windows*); some distributions need Secure Boot off.",
@@ -171,7 +179,7 @@ def caveats(m: Manifest) -> list[str]:
         "Hyper-V reports the guest's IP address only through KVP (`hv_kvp_daemon`); the first "
         "address can be an IPv6 link-local one.",
     ]
-    if m.hyperv_daemons_source == "source":
+    if m.integration_services.source == "source":
         out.append(
             "The Hyper-V daemons were built from the kernel's `tools/hv` (no distribution package): "
             "they are installed in /usr/local/sbin and must be rebuilt after a kernel upgrade."
@@ -180,8 +188,8 @@ def caveats(m: Manifest) -> list[str]:
         label
         for label, value in (
             ("kernel", m.kernel),
-            ("cloud-init version", m.cloud_init_version),
-            ("Hyper-V daemons", m.hyperv_daemons),
+            ("cloud-init version", m.cloud_init),
+            ("Hyper-V daemons", m.integration_services.daemons),
             ("default users", m.default_users),
         )
         if not value
@@ -192,20 +200,27 @@ def caveats(m: Manifest) -> list[str]:
 
 
 def usage(m: Manifest, names: GmiNames) -> str:
-    if m.variant == DISK_ONLY:
+    if names.is_disk_only:
+        full = names.finished
         return (
-            "This package has only the disk. On the Hyper-V host:\n\n"
+            f"`gmi-fsm validate {names.zip}` reports it as a valid disk-only GMI that vmgenie cannot "
+            "import (exit code 15). To make the importable GMI, finish it on a Hyper-V host: a gmi-fsm "
+            "build on the Hyper-V host whose source is this package uploads the disk, creates the "
+            f"generation 2 VM named exactly `{m.vm_name}`, boots it with a fresh seed to validate it, "
+            f'exports it and packages `{full.zip}` (docs/package.md, "Finishing a disk-only GMI").\n\n'
+            "By hand on the Hyper-V host, the same in short:\n\n"
             "```powershell\n"
-            f"Expand-Archive {names.zip} -DestinationPath C:\\GMI\\{names.base}\n"
-            f"New-VM -Name 'my-vm' -Generation 2 -MemoryStartupBytes 2GB `\n"
-            f"  -VHDPath 'C:\\GMI\\{names.base}\\{names.disk_entry.replace('/', chr(92))}' "
+            f"Expand-Archive {names.zip} -DestinationPath C:\\GMI\\{names.stem}\n"
+            f"New-VM -Name '{m.vm_name}' -Generation 2 -MemoryStartupBytes 2GB `\n"
+            f"  -VHDPath 'C:\\GMI\\{names.stem}\\{names.disk_entry.replace('/', chr(92))}' "
             "-SwitchName 'Default Switch'\n"
-            "Set-VMFirmware -VMName 'my-vm' -SecureBootTemplate MicrosoftUEFICertificateAuthority\n"
-            "Set-VM -Name 'my-vm' -AutomaticCheckpointsEnabled $false\n"
+            f"Set-VMFirmware -VMName '{m.vm_name}' -SecureBootTemplate MicrosoftUEFICertificateAuthority\n"
+            f"Set-VM -Name '{m.vm_name}' -AutomaticCheckpointsEnabled $false\n"
+            f"Export-VM -Name '{m.vm_name}' -Path C:\\GMI\\export\n"
             "```\n\n"
-            "Copy the VHDX first if you want to keep the GMI pristine, and attach a NoCloud seed ISO "
-            "(label `cidata`) for first-boot configuration. `genie gmi import` does not accept this "
-            "package: it needs the `Virtual Machines/` folder of a Hyper-V export.\n"
+            f"then zip the contents of `C:\\GMI\\export\\{m.vm_name}` with `{full.manifest}` (this "
+            f"package's `{names.manifest}`, renamed) and `{full.readme}` at the root, as `{full.zip}`. "
+            "gmi-fsm's Hyper-V build does this, and records it.\n"
         )
     return (
         "With vmgenie:\n\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from orchestrator.gmi.naming import HYPERV_EXPORT, Variant
+
 Status = Literal["pass", "fail", "skip"]
 
 
@@ -41,10 +43,17 @@ class Report:
     path: str
     checks: list[Check] = field(default_factory=list)
     inspect_unavailable: bool = False
+    variant: Variant = HYPERV_EXPORT
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    @property
+    def importable(self) -> bool:
+        """vmgenie's ``genie gmi import`` would take it: valid, and a full Hyper-V
+        export (a disk-only GMI must first be finished on a Hyper-V host)."""
+        return self.ok and self.variant == HYPERV_EXPORT
 
     @property
     def failures(self) -> list[Check]:
@@ -63,6 +72,8 @@ class Report:
         return {
             "path": self.path,
             "ok": self.ok,
+            "variant": self.variant,
+            "importable_by_vmgenie": self.importable,
             "inspect_unavailable": self.inspect_unavailable,
             "checks": [{**asdict(c), "ok": c.ok} for c in self.checks],
         }
@@ -71,6 +82,11 @@ class Report:
         width = max((len(c.name) for c in self.checks), default=10)
         lines = [f"{c.status.upper():4}  {c.name:{width}}  {c.evidence}" for c in self.checks]
         verdict = "valid" if self.ok else f"NOT valid: {len(self.failures)} check(s) failed"
+        if self.ok and not self.importable:
+            verdict = (
+                "a valid disk-only GMI, NOT importable by vmgenie: finish it on a Hyper-V host into "
+                "GMI-<os>-<ver>.zip (docs/package.md)"
+            )
         if self.only_inspect_unavailable:
             verdict = "valid as a package, but the disk was NOT inspected (libguestfs unavailable)"
         lines.append(f"{self.path}: {verdict}")

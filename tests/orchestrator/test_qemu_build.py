@@ -145,13 +145,22 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-f", "vhdx", str(vhdx)],
                                      capture_output=True, text=True, check=True).stdout)
     assert info["actual-size"] < 1_200_000_000  # compacted: far below what a dirty disk takes
-    package = tmp_path / "out" / "GMI-Debian-12.zip"
+    # The QEMU host makes a disk-only GMI: named so vmgenie's import refuses it up front.
+    assert not (tmp_path / "out" / "GMI-Debian-12.zip").exists()
+    package = tmp_path / "out" / "disk-only-GMI-Debian-12.zip"
     with zipfile.ZipFile(package) as z:
         names = set(z.namelist())
-    assert "Virtual Hard Disks/GMI Debian 12.vhdx" in names
-    assert "GMI-Debian-12.yml" in names
+        manifest = yaml.safe_load(z.read("disk-only-GMI-Debian-12.yml"))
+    assert "Virtual Hard Disks/GMI Debian 12.vhdx" in names and "gmi-metadata.yml" in names
+    assert not any(n.startswith("Virtual Machines") for n in names)
+    assert list(manifest) == [
+        "gmi_version", "os", "version", "created", "updated", "vm_name", "hyperv_generation",
+        "maintainer", "maintainer_email", "source_url", "description", "checksum_sha256",
+    ]  # exactly vmgenie's twelve keys
     valid = run_cli("validate", package, "--json", db=None, timeout=600)
-    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert valid.returncode == 15, valid.stdout + valid.stderr  # valid, not importable by vmgenie
+    report = json.loads(valid.stdout)
+    assert report["ok"] is True and report["importable_by_vmgenie"] is False, report
     for vm_dir in (tmp_path / "out" / ".work" / build_id).glob("**/vm.json"):
         left = read_vm_record(vm_dir.parent)
         assert left is None or not left.is_running(), f"a VM was left running: {vm_dir}"

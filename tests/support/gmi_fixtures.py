@@ -20,7 +20,7 @@ from events.model import ArtifactRecorded, FactRecorded
 from events.store import SqliteEventStore
 from orchestrator import builds
 from orchestrator.gmi.hashing import sha256_file
-from orchestrator.gmi.naming import GmiNames
+from orchestrator.gmi.naming import DISK_ONLY, GmiNames
 from orchestrator.gmi.operations import make_operations
 from orchestrator.recorder import BuildRecorder
 from orchestrator.targets.base import CommandResult
@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
 
 MIB = 1024 * 1024
 NAMES = GmiNames("Debian", "12")
+DISK_NAMES = GmiNames("Debian", "12", DISK_ONLY)  # what a build without Hyper-V packages
 
 FACTS = {
     "os.pretty_name": "Debian GNU/Linux 12 (bookworm)",
@@ -73,7 +74,8 @@ def vhdx_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_export(folder: Path, disk: Path, *, vmcx: int = 1) -> Path:
     """An Export-VM folder: Virtual Machines/<GUID>.vmcx (+ .vmgs, .VMRS), the disk,
-    and an empty Snapshots/."""
+    and an empty Snapshots/. Export-VM names the folder after the VM: pass
+    ``<somewhere>/GMI Debian 12``."""
     vm = folder / "Virtual Machines"
     vm.mkdir(parents=True)
     for i in range(vmcx):
@@ -148,7 +150,7 @@ def local_build(tmp: Path, disk_master: Path, *, hyperv: bool, formats: tuple[st
         work.mkdir()
         disk = work / f"{NAMES.vm_name}.vhdx"
         shutil.copyfile(disk_master, disk)
-        export = make_export(work / "export", disk) if hyperv else None
+        export = make_export(work / "export" / NAMES.vm_name, disk) if hyperv else None
         recorder = BuildRecorder(store, bid)
         recorder.record(*(FactRecorded(key=k, value=v, source="compact/facts") for k, v in FACTS.items()))
         sha, size = sha256_file(disk)

@@ -13,7 +13,7 @@ import yaml
 from orchestrator.cli.main import main
 from orchestrator.gmi.report import Report
 from orchestrator.gmi.validate import validate
-from tests.support.gmi_fixtures import NAMES, Build, rezip
+from tests.support.gmi_fixtures import DISK_NAMES, NAMES, Build, rezip
 
 
 def _fails(report: Report, name: str, *words: str) -> str:
@@ -104,7 +104,9 @@ def test_manifest_missing_keys(hyperv_build: Build, tmp_path: Path) -> None:
 
 def test_vm_name_mismatch(hyperv_build: Build, tmp_path: Path) -> None:
     text = (
-        (hyperv_build.out / NAMES.manifest).read_text().replace("vm_name: GMI Debian 12", "vm_name: debian")
+        (hyperv_build.out / NAMES.manifest)
+        .read_text()
+        .replace('vm_name: "GMI Debian 12"', 'vm_name: "debian"')
     )
     bad = rezip(
         _isolated(hyperv_build, tmp_path),
@@ -175,3 +177,162 @@ def test_inspect_unavailable_is_its_own_exit_code(
     assert exc.value.code == 13
     out = capsys.readouterr().out
     assert "libguestfs is not installed" in out and "NOT inspected" in out
+
+
+def test_manifest_with_an_extra_key_is_refused_as_vmgenie_would(
+    hyperv_build: Build, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (hyperv_build.out / NAMES.manifest).read_text() + 'kernel: "6.1.0-26-cloud-amd64"\n'
+    bad = rezip(
+        _isolated(hyperv_build, tmp_path),
+        tmp_path / "bad" / NAMES.zip,
+        replace={NAMES.manifest: text.encode()},
+    )
+    _fails(
+        validate(bad),
+        "manifest.vmgenie_binding",
+        "vmgenie's import would throw",
+        "Property 'kernel' not found on type 'VmGenie.Artifacts.GmiMetadata'.",
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(bad)])
+    assert exc.value.code == 12
+    assert "Property 'kernel' not found" in capsys.readouterr().out
+
+
+def test_a_non_int32_generation_is_refused(hyperv_build: Build, tmp_path: Path) -> None:
+    text = (
+        (hyperv_build.out / NAMES.manifest)
+        .read_text()
+        .replace("hyperv_generation: 2", "hyperv_generation: 2.0")
+    )
+    bad = rezip(
+        _isolated(hyperv_build, tmp_path),
+        tmp_path / "bad" / NAMES.zip,
+        replace={NAMES.manifest: text.encode()},
+    )
+    _fails(
+        validate(bad), "manifest.vmgenie_binding", "'2.0' is not an Int32", "Exception during deserialization"
+    )
+
+
+def test_disk_only_zip_is_valid_but_not_importable(
+    disk_only_build: Build, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(disk_only_build.out / DISK_NAMES.zip)])
+    assert exc.value.code == 15
+    out = capsys.readouterr().out
+    assert "a valid disk-only GMI, NOT importable by vmgenie" in out
+    assert "vmgenie's import refuses the name before extracting anything" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(disk_only_build.out / DISK_NAMES.zip), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["importable_by_vmgenie"] is False and doc["variant"] == "disk-only"
+
+
+def test_disk_only_zip_offered_as_a_gmi(disk_only_build: Build, tmp_path: Path) -> None:
+    """Renamed to GMI-Debian-12.zip, vmgenie still refuses it before touching a VM (its
+    manifest is not GMI-Debian-12.yml): validate names the problem."""
+    disguised = Path(shutil.copy2(disk_only_build.out / DISK_NAMES.zip, tmp_path / NAMES.zip))
+    report = validate(disguised)
+    _fails(
+        report,
+        "package.variant",
+        "a disk-only GMI",
+        "offered as GMI-Debian-12.zip",
+        "Finish it on a Hyper-V host",
+    )
+    assert not report.importable
+
+
+def test_a_gmi_without_vm_configuration_says_vmgenie_deletes_first(
+    hyperv_build: Build, tmp_path: Path
+) -> None:
+    """The old disk-only layout under a GMI name: vmgenie overwrites the manifest and
+    deletes the existing VM before it finds no .vmcx."""
+    src = hyperv_build.out / NAMES.zip
+    vm_files = [n for n in zipfile.ZipFile(src).namelist() if n.startswith("Virtual Machines")]
+    bad = rezip(src, tmp_path / NAMES.zip, replace=dict.fromkeys(vm_files))
+    _fails(validate(bad), "layout.vm_config", "found 0", "deletes an existing VM named 'GMI Debian 12'")
+
+
+def test_a_nested_vmcx_is_not_found_by_vmgenie(hyperv_build: Build, tmp_path: Path) -> None:
+    src = hyperv_build.out / NAMES.zip
+    vmcx = next(n for n in zipfile.ZipFile(src).namelist() if n.endswith(".vmcx"))
+    data = zipfile.ZipFile(src).read(vmcx)
+    bad = rezip(src, tmp_path / NAMES.zip, replace={vmcx: None}, add={"Virtual Machines/sub/x.vmcx": data})
+    _fails(validate(bad), "layout.vm_config", "found 0", "elsewhere (vmgenie does not look there)")
+
+
+@pytest.mark.parametrize(
+    ("add", "words"),
+    [
+        (
+            {"gmi-metadata.YML": b"x"},
+            ["'gmi-metadata.yml' and 'gmi-metadata.YML'", "case is not significant"],
+        ),
+        ({"notes|v1.txt": b"x"}, ["notes|v1.txt", "characters Windows does not allow"]),
+        ({"Snapshots/aux.txt": b"x"}, ["reserved device name AUX"]),
+        ({"Snapshots/trailing.": b"x"}, ["trailing dot or space"]),
+        ({"Virtual Hard Disks": b"x"}, ["a file where the other needs a folder"]),
+    ],
+)
+def test_names_dotnet_would_not_extract_as_themselves(
+    hyperv_build: Build, tmp_path: Path, add: dict[str, bytes], words: list[str]
+) -> None:
+    bad = rezip(hyperv_build.out / NAMES.zip, tmp_path / NAMES.zip, add=add)
+    _fails(validate(bad), "archive.windows_names", "ExtractToDirectory on NTFS", *words)
+
+
+def test_an_exact_duplicate_member_is_flagged(hyperv_build: Build, tmp_path: Path) -> None:
+    bad = tmp_path / NAMES.zip
+    shutil.copy2(hyperv_build.out / NAMES.zip, bad)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(bad, "a") as zf:
+        zf.writestr(NAMES.readme, b"# a second readme\n")
+    _fails(validate(bad), "archive.windows_names", f"{NAMES.readme!r} and {NAMES.readme!r}: the same name")
+
+
+def test_a_compression_method_dotnet_cannot_read(hyperv_build: Build, tmp_path: Path) -> None:
+    bad = tmp_path / NAMES.zip
+    shutil.copy2(hyperv_build.out / NAMES.zip, bad)
+    with zipfile.ZipFile(bad, "a", compression=zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("extra.txt", b"bzip2 data")
+    _fails(validate(bad), "archive.dotnet_readable", "'extra.txt': compression method 12")
+
+
+def test_sidecar_ties_the_event_log(hyperv_build: Build, tmp_path: Path) -> None:
+    """An event log cut short AND a sidecar edited to match it: the manifest digest in the
+    sidecar no longer... still holds, but the provenance beside it names the real head."""
+    out = tmp_path / "out"
+    shutil.copytree(hyperv_build.out, out)
+    lines = (hyperv_build.out / NAMES.events).read_text().splitlines()
+    cut = lines[:-3]
+    last = json.loads(cut[-1])
+    side = yaml.safe_load((hyperv_build.out / "gmi-metadata.yml").read_text())
+    side["event_log"].update(seq=last["seq"], head_hash=last["hash"])
+    rezip(
+        hyperv_build.out / NAMES.zip,
+        out / NAMES.zip,
+        replace={
+            NAMES.events: ("\n".join(cut) + "\n").encode(),
+            "gmi-metadata.yml": yaml.safe_dump(side).encode(),
+        },
+    )
+    report = validate(out / NAMES.zip)
+    _fails(report, "provenance", "event-log head is not gmi-metadata.yml's")
+    assert next(c for c in report.checks if c.name == "event_log").ok  # the cut log agrees with its sidecar
+
+
+def test_sidecar_must_describe_this_manifest(hyperv_build: Build, tmp_path: Path) -> None:
+    text = (
+        (hyperv_build.out / NAMES.manifest)
+        .read_text()
+        .replace('maintainer: "Test Maintainer"', 'maintainer: "X"')
+    )
+    bad = rezip(
+        _isolated(hyperv_build, tmp_path),
+        tmp_path / "bad" / NAMES.zip,
+        replace={NAMES.manifest: text.encode()},
+    )
+    _fails(validate(bad), "sidecar", "is not the manifest it was written with")
