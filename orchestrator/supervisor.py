@@ -111,8 +111,9 @@ def _kill_tree() -> None:
     so "no child left" means "no descendant left". A process we may not signal (a
     command run through sudo by a non-root gmi-fsm, orphaned) is waited for a while,
     then named on stderr: the supervisor never hangs on it."""
-    if not _descendants(os.getpid()):
-        _reap()
+    if not _reap():
+        # No child at all means no descendant at all (each one is our child or has a
+        # living parent in our tree): the common end of a step costs no /proc scan.
         return
     _signal_all(signal.SIGTERM)
     deadline = time.monotonic() + TERM_GRACE_S
