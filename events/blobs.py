@@ -6,11 +6,14 @@ reading it needs the whole content in memory. Events carry only the digest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
+
+from events.store import store_error
 
 CHUNK = 1 << 20
 
@@ -45,7 +48,24 @@ class BlobStore:
             self._insert(sha256, size, f)
         return sha256, size
 
-    def _insert(self, sha256: str, size: int, stream: BinaryIO) -> None:
+    def put_stream(self, stream: IO[bytes], sha256: str, size: int) -> None:
+        """Store the bytes ``stream`` reads from here on, whose sha256 and size the
+        caller already knows (computed as they were written), unless present."""
+        if not self.has(sha256):
+            self._insert(sha256, size, stream)
+
+    def _insert(self, sha256: str, size: int, stream: IO[bytes]) -> None:
+        try:
+            self._insert_chunks(sha256, size, stream)
+        except sqlite3.OperationalError as exc:
+            # A full disk, a lock held too long: the same clear errors as an event append.
+            raise store_error(exc, self._path()) from exc
+
+    def _path(self) -> Path:
+        rows = self.conn.execute("PRAGMA database_list").fetchall()
+        return Path(next((r[2] for r in rows if r[1] == "main"), "") or "(in memory)")
+
+    def _insert_chunks(self, sha256: str, size: int, stream: IO[bytes]) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -62,7 +82,9 @@ class BlobStore:
                 conn.execute("UPDATE blobs SET chunks = ? WHERE sha256 = ?", (idx, sha256))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLITE_FULL rolls back by itself
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
 
     def read(self, sha256: str) -> Iterator[bytes]:

@@ -20,6 +20,11 @@ class UnknownBuildError(StoreError):
     """No event exists for this build id."""
 
 
+class DiskFullError(StoreError):
+    """The filesystem holding the database is full (SQLITE_FULL). The transaction was
+    rolled back whole: nothing of it was written."""
+
+
 class CorruptStreamError(Exception):
     """A build's events are not a legal sentence of the stage machine.
 

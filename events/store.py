@@ -6,6 +6,7 @@ Every adapter must pass the one contract suite in ``tests/events/test_store_cont
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from events.chain import GENESIS_HASH, canonical_json, event_hash
-from events.errors import ConcurrencyError, StoreError, UnknownBuildError
+from events.errors import ConcurrencyError, DiskFullError, StoreError, UnknownBuildError
 from events.schema import SCHEMA_VERSION, current_version, migrate
 
 
@@ -213,7 +214,7 @@ class SqliteEventStore:
                     self.conn.executemany(_INSERT, rows)
                     self.conn.execute("COMMIT")
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    rollback(self.conn)
                     raise
             finally:
                 if not sync:
@@ -233,7 +234,7 @@ class SqliteEventStore:
                 f"`gmi-fsm status {first.build_id}`",
             ) from exc
         except sqlite3.OperationalError as exc:
-            raise _operational(exc, self.path) from exc
+            raise store_error(exc, self.path) from exc
 
     def _check_continues(self, first: RecordedEvent) -> None:
         """Under the write lock: ``first`` must follow the build's head exactly. A stale
@@ -264,7 +265,7 @@ class SqliteEventStore:
             for pos, bid, seq, type_, at, payload, prev, h in cursor:
                 yield new(RecordedEvent, (bid, seq, type_, at, decode(payload), prev, h, pos))
         except sqlite3.OperationalError as exc:
-            raise _operational(exc, self.path) from exc
+            raise store_error(exc, self.path) from exc
 
     def chain_rows(self, build_id: str) -> Iterator[ChainRow]:
         """Rows in the order they were written (by position), payload as stored text."""
@@ -351,7 +352,7 @@ def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Con
         elif current_version(conn) != SCHEMA_VERSION:
             migrate(conn)
     except sqlite3.DatabaseError as exc:
-        raise _operational(exc, path) from exc
+        raise store_error(exc, path) from exc
     except RuntimeError as exc:
         raise StoreError(str(exc), hint="upgrade gmi-fsm") from exc
     return conn
@@ -377,8 +378,28 @@ def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _operational(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back after an error, if SQLite has not done it already: on SQLITE_FULL
+    (and a few other errors) it rolls the transaction back itself, and a second
+    ROLLBACK would raise "no transaction is active" over the real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+_SQLITE_FULL = 13
+
+
+def store_error(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
     text = str(exc)
+    if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in text:
+        folder = path.parent
+        return DiskFullError(
+            f"disk full: the event database {path} could not be written ({text}); the transaction "
+            "was rolled back whole, the log is consistent",
+            hint=f"free space on the filesystem that holds {folder} (`df -h {folder}`), then "
+            "`gmi-fsm run --resume ID` continues the build",
+        )
     if "locked" in text or "busy" in text:
         return StoreError(
             f"event database {path} is locked by another process ({text})",

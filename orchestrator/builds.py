@@ -52,6 +52,11 @@ def open_store(db: Path, *, readonly: bool = False) -> SqliteEventStore:
             f"GMI_FSM_BUSY_TIMEOUT_MS={raw!r} is not a whole number of milliseconds",
             hint="unset it, or set it like GMI_FSM_BUSY_TIMEOUT_MS=5000",
         ) from None
+    if not readonly:
+        # Settings the writers use are checked before the database is created.
+        from orchestrator.recorder import fault_kill_after_seq  # noqa: PLC0415
+
+        fault_kill_after_seq()
     return SqliteEventStore(db, busy_timeout_ms=timeout, readonly=readonly)
 
 

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SECRET_ERROR = 11  # a secret reference (env:/file:) could not be resolved
     VALIDATION_FAILED = 12  # `gmi-fsm validate` found the package not acceptable
     INSPECT_UNAVAILABLE = 13  # `validate --inspect` could not look inside the disk (no libguestfs)
+    DISK_FULL = 14  # the disk holding the event database is full; free space, then resume
     INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; resumable with --resume
 
 
@@ -40,5 +41,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.VALIDATION_FAILED: "the GMI package did not pass validation",
     ExitCode.INSPECT_UNAVAILABLE: "the package passed, but --inspect could not look inside the disk "
     "(libguestfs is not installed)",
+    ExitCode.DISK_FULL: "the disk that holds the event database is full; nothing half-written: free space, "
+    "then `gmi-fsm run --resume ID`",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; the build is resumable",
 }

@@ -134,7 +134,9 @@ def _summary(type_: str, p: dict[str, object]) -> str:
 
 @cli.command()
 @click.argument("build_id", metavar="ID")
-@click.option("--until", "until_seq", type=int, help="Stop after this event seq.")
+@click.option(
+    "--until", "until_seq", type=click.IntRange(min=1), help="Stop after this event seq (1 or more)."
+)
 @json_option
 @click.pass_context
 def replay(ctx: click.Context, build_id: str, until_seq: int | None, as_json: bool) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from orchestrator.cli.errors import user_errors
-from orchestrator.cli.main import cli, emit_json, fail, json_option, store_for
+from orchestrator.cli.main import cli, emit_json, fail, json_option, sigterm_as_interrupt, store_for
 from orchestrator.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -248,7 +248,15 @@ async def _run_with_signals(
         raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)  # which restores SIG_DFL: a second SIGTERM would kill
+        if stopped:
+            # Interrupted: exit 130 follows whatever comes next; another Ctrl-C or SIGTERM
+            # while this run winds down must not turn it into a death by signal (143).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, sigterm_as_interrupt)
 
 
 def _observer(build_id: str, *, verbose: bool, as_json: bool) -> object:

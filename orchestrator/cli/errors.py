@@ -12,7 +12,13 @@ from orchestrator.exit_codes import ExitCode
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     # Imports here, not at module level: each command pays only for what it uses.
-    from events.errors import ConcurrencyError, CorruptStreamError, StoreError, UnknownBuildError  # noqa: PLC0415
+    from events.errors import (  # noqa: PLC0415
+        ConcurrencyError,
+        CorruptStreamError,
+        DiskFullError,
+        StoreError,
+        UnknownBuildError,
+    )
     from orchestrator.secrets import SecretError  # noqa: PLC0415
     from orchestrator.spec_errors import SpecError  # noqa: PLC0415
 
@@ -26,6 +32,8 @@ def user_errors() -> Iterator[None]:
         fail(str(exc), ExitCode.UNKNOWN_BUILD, exc.hint)
     except ConcurrencyError as exc:
         fail(str(exc), ExitCode.BUILD_BUSY, exc.hint)
+    except DiskFullError as exc:
+        fail(str(exc), ExitCode.DISK_FULL, exc.hint)
     except StoreError as exc:
         fail(str(exc), ExitCode.STORE_ERROR, exc.hint)
     except CorruptStreamError as exc:

@@ -97,7 +97,17 @@ def _register() -> None:
     )
 
 
+def sigterm_as_interrupt(signum: int = 0, frame: object = None) -> None:
+    """SIGTERM outside a run's event loop is Ctrl-C: it ends the command with exit 130
+    ("interrupted"), never the shell's 143 for a process killed by the signal. A run
+    installs its own handler while it drives a build (cmd_run)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal  # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     _register()
     try:
         cli.main(args=argv, prog_name="gmi-fsm", standalone_mode=False)
