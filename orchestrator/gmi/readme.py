@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from events.store import RecordedEvent
 from orchestrator.gmi.manifest import DISK_ONLY, Manifest
 from orchestrator.gmi.naming import GmiNames
+from orchestrator.markdown import cell, code, code_cell, plain
 from states.stages import STAGE_NAMES, stage_by_name
 
 MAX_STEPS_PER_STAGE = 12  # the readme summarizes; `gmi-fsm audit` has everything
@@ -62,7 +63,7 @@ def _first_line(text: str, width: int = 90) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     first = lines[0] if lines else ""
     more = len(lines) > 1 or len(first) > width
-    return (first[:width] + (" …" if more else "")).replace("|", "\\|")
+    return first[:width] + (" …" if more else "")
 
 
 def _v(value: object) -> str:
@@ -84,8 +85,10 @@ def render_readme(
     out: list[str] = []
     add = out.append
     title = m.os_pretty_name or f"{m.os} {m.version}"
-    add(f"# {names.base}: {title}\n")
-    add(f"{m.description}\n")
+    # Facts from the guest and spec values are content: orchestrator.markdown keeps
+    # their fences, pipes, newlines, HTML and links from becoming the readme's own.
+    add(f"# {names.base}: {plain(title)}\n")
+    add(f"{plain(m.description)}\n")
     if m.variant == DISK_ONLY:
         add(
             "> **Disk-only package.** This GMI was built without Hyper-V (QEMU host), so it has no\n"
@@ -112,16 +115,16 @@ def render_readme(
         ("Created / updated (UTC)", f"{m.created} / {m.updated}"),
         ("Maintainer", f"{m.maintainer} {f'<{m.maintainer_email}>' if m.maintainer_email else ''}".strip()),
         ("Source", m.source_url),
-        ("Built by", f"gmi-fsm {_v(m.gmi_fsm_version)}, build `{_v(m.build_id)}`"),
+        ("Built by", f"gmi-fsm {_v(m.gmi_fsm_version)}, build {_v(m.build_id)}"),
     ]
     for label, value in rows:
-        add(f"| {label} | {_v(value)} |")
+        add(f"| {label} | {cell(_v(value))} |")
     add("")
     add("## How it was built\n")
     add(
         "Every command gmi-fsm sent was recorded, before and after it ran, in a hash-chained "
-        f"event log (`{names.events}`, head `{_v(m.event_log_head_hash)}` at seq "
-        f"{_v(m.event_log_seq)}). Stages and their steps, summarized from that log"
+        f"event log ({code(names.events)}, head {code(_v(m.event_log_head_hash))} at seq "
+        f"{plain(_v(m.event_log_seq))}). Stages and their steps, summarized from that log"
         + (f" (host: {host_kind})" if host_kind else "")
         + ":\n"
     )
@@ -131,17 +134,18 @@ def render_readme(
     for st in stages:
         title_ = stage_by_name(st.stage).title if st.stage in STAGE_NAMES else st.stage
         state = "completed" if st.completed_at else "in progress when documented"
-        add(f"### {title_} (`{st.stage}`, {state})\n")
+        add(f"### {plain(title_)} ({code(st.stage)}, {state})\n")
         if not st.steps:
             add("No commands.\n")
             continue
         add("| step | on | command | outcome |\n|---|---|---|---|")
         for s in st.steps[:MAX_STEPS_PER_STAGE]:
             ec = f" (exit {s.exit_code})" if s.exit_code is not None else ""
-            add(f"| {s.name} | {s.target} | `{s.command}` | {s.outcome}{ec} |")
+            cells = [cell(s.name), cell(s.target), code_cell(s.command), cell(s.outcome) + cell(ec)]
+            add("| " + " | ".join(cells) + " |")
         hidden = len(st.steps) - MAX_STEPS_PER_STAGE
         if hidden > 0:
-            add(f"| … | | {hidden} more steps: see `gmi-fsm audit {_v(m.build_id)}` | |")
+            add(f"| … | | {hidden} more steps: see {code_cell(f'gmi-fsm audit {_v(m.build_id)}')} | |")
         add("")
     add("## Caveats\n")
     for caveat in caveats(m):
@@ -151,7 +155,8 @@ def render_readme(
     add(usage(m, names))
     add("## Checksums\n")
     add(
-        f"- `{names.disk_entry}`: sha256 `{m.checksum_sha256}` (also `checksum_sha256` in `{names.manifest}`)"
+        f"- `{names.disk_entry}`: sha256 {code(m.checksum_sha256)} "
+        f"(also `checksum_sha256` in `{names.manifest}`)"
     )
     add(
         f"- The package itself (`{names.zip}`) cannot name its own digest: see `SHA256SUMS` and "
