@@ -16,6 +16,9 @@ from typing import IO
 from events.store import store_error
 
 CHUNK = 1 << 20
+INLINE_LIMIT = 4096
+"""An output of at most this many bytes is whole in its event (its head); a longer
+one is stored here, and its event carries only a bounded head and tail."""
 
 
 def digest_file(path: Path) -> tuple[str, int]:
@@ -94,6 +97,27 @@ class BlobStore:
         cursor = self.conn.execute("SELECT data FROM blob_chunks WHERE sha256 = ? ORDER BY idx", (sha256,))
         for (data,) in cursor:
             yield bytes(data)
+
+    def verify(self, sha256: str, size: int | None = None) -> str | None:
+        """Re-hash a stored blob: None if its chunks still hash to ``sha256`` (and add
+        up to its recorded size, and ``size`` if given), else what is wrong."""
+        row = self.conn.execute("SELECT size, chunks FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            return "is missing from the database (deleted)"
+        h = hashlib.sha256()
+        total = count = 0
+        cursor = self.conn.execute("SELECT data FROM blob_chunks WHERE sha256 = ? ORDER BY idx", (sha256,))
+        for (data,) in cursor:
+            # A row rewritten by hand may hold TEXT (or anything) instead of a BLOB.
+            raw = bytes(data) if isinstance(data, bytes | memoryview) else str(data).encode()
+            h.update(raw)
+            total += len(raw)
+            count += 1
+        if h.hexdigest() != sha256:
+            return "does not match its sha256 (rewritten)"
+        if (total, count) != (row[0], row[1]) or (size is not None and total != size):
+            return f"holds {total} bytes in {count} chunks, its records say otherwise (rewritten)"
+        return None
 
     def size(self, sha256: str) -> int | None:
         row = self.conn.execute("SELECT size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()

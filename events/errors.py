@@ -36,3 +36,14 @@ class CorruptStreamError(Exception):
         self.build_id = build_id
         self.seq = seq
         self.reason = reason
+
+
+class TamperedError(Exception):
+    """A build's event log fails verification (its hash chain, its recorded head, its
+    stored outputs, or a record of a later head). ``seq`` is the first bad one."""
+
+    def __init__(self, build_id: str, seq: int, reason: str) -> None:
+        super().__init__(f"build {build_id}: the event log fails verification at seq {seq}: {reason}")
+        self.build_id = build_id
+        self.seq = seq
+        self.reason = reason

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from events.blobs import BlobStore
+from events.blobs import INLINE_LIMIT, BlobStore
 from events.model import OutputDigest
 from orchestrator.secrets import REDACTOR, StreamRedactor
 from orchestrator.targets.base import Stream
 
-HEAD_BYTES = 4096
+HEAD_BYTES = INLINE_LIMIT  # an output that fits in the head is never stored as a blob
 TAIL_BYTES = 4096
 FACT_TEXT_LIMIT = 1 << 20
 

@@ -28,14 +28,21 @@ class ExitCode(IntEnum):
 DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.INTERNAL: "internal error (a bug); please report it with the traceback it printed",
-    ExitCode.USAGE: "wrong command line",
-    ExitCode.SPEC_INVALID: "the spec file is missing, not YAML, or not a valid spec",
+    ExitCode.USAGE: "wrong command line (also: `replay --until` below 1, `verify --against` a file that is "
+    "not this build's event log)",
+    ExitCode.SPEC_INVALID: "the spec file is missing, not a regular file of at most 1 MiB, not YAML (or "
+    "nested deeper than 64 levels, or with a number of over 100 digits), or not a valid spec (the field "
+    "and line are named; .inf, NaN and out-of-range numbers included)",
     ExitCode.BUILD_FAILED: "a step failed; fix the cause, then `gmi-fsm run --resume ID`",
     ExitCode.BUILD_PAUSED: "paused: an operator must decide with `gmi-fsm resume ID --decision`",
-    ExitCode.BUILD_BUSY: "another runner is driving this build",
+    ExitCode.BUILD_BUSY: "another runner, decision or abort holds this build (whatever path named the "
+    "database); nothing was read, written or sent",
     ExitCode.UNKNOWN_BUILD: "no build with that id in the database",
-    ExitCode.STORE_ERROR: "the event database is locked, read-only or not a gmi-fsm database",
-    ExitCode.VERIFY_FAILED: "the event log's hash chain is broken or its events are not a legal build",
+    ExitCode.STORE_ERROR: "the event database is locked, read-only, not a gmi-fsm database, has more than "
+    "one name (hard links, or open in another process by another path), or a GMI_FSM_* setting is invalid",
+    ExitCode.VERIFY_FAILED: "the event log fails verification (hash chain, recorded head, stored outputs, "
+    "package records, `--against`) or its events are not a legal build: nothing ran; `status` and `replay` "
+    'say "tampered"',
     ExitCode.BUILD_ENDED: "the build has already succeeded or been aborted",
     ExitCode.SECRET_ERROR: "a secret reference (env:NAME / file:PATH) could not be resolved",
     ExitCode.VALIDATION_FAILED: "the GMI package did not pass validation",

@@ -60,22 +60,26 @@ def run(
         prepared = builds.prepare(spec) if spec is not None else None
         if prepared is not None:
             builds.check_secrets(prepared.spec, prepared.spec_path.parent)
-        store = store_for(ctx)
         if resume_id is None:
             assert prepared is not None
+            store = store_for(ctx)
             build_id = builds.request(store, prepared)
-        else:
-            build_id = resume_id
-            state = builds.load_state(store, build_id)
+            _drive(store, build_id, verbose=verbose, as_json=as_json)
+            return
+        # The runner lock first: a second runner stops before it opens, reads or sends
+        # anything (orchestrator/runlock.py); then the log must verify.
+        with builds.runner(ctx.obj, resume_id):
+            store = store_for(ctx)
+            state = builds.load_state(store, resume_id)
             if prepared is not None:
-                builds.change_spec(store, build_id, prepared)
+                builds.change_spec(store, resume_id, prepared)
             elif state.terminal:
                 fail(
-                    f"build {build_id} has already {state.status}",
+                    f"build {resume_id} has already {state.status}",
                     ExitCode.BUILD_ENDED,
                     "start a new build with `gmi-fsm run SPEC`",
                 )
-        _drive(store, build_id, verbose=verbose, as_json=as_json)
+            _drive(store, resume_id, verbose=verbose, as_json=as_json)
 
 
 @cli.command()
@@ -106,7 +110,9 @@ def resume(
     """Continue build ID (same as `run --resume ID`); decide first if it is paused."""
     from orchestrator import builds  # noqa: PLC0415
 
-    with user_errors():
+    # Decisions take the runner lock too, before anything is read: of two operators
+    # deciding at once, exactly one records a decision; the other exits 6.
+    with user_errors(), builds.runner(ctx.obj, build_id):
         store = store_for(ctx)
         state = builds.load_state(store, build_id)
         if state.terminal:
@@ -150,7 +156,7 @@ def abort(ctx: click.Context, build_id: str, reason: str, keep: bool, as_json: b
     """
     from orchestrator import builds  # noqa: PLC0415
 
-    with user_errors():
+    with user_errors(), builds.runner(ctx.obj, build_id):
         store = store_for(ctx)
         state = builds.load_state(store, build_id)
         if state.terminal:

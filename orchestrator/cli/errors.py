@@ -17,13 +17,26 @@ def user_errors() -> Iterator[None]:
         CorruptStreamError,
         DiskFullError,
         StoreError,
+        TamperedError,
         UnknownBuildError,
     )
+    from orchestrator.build_errors import BuildEndedError, NotPausedError  # noqa: PLC0415
     from orchestrator.secrets import SecretError  # noqa: PLC0415
     from orchestrator.spec_errors import SpecError  # noqa: PLC0415
 
     try:
         yield
+    except TamperedError as exc:
+        fail(
+            f"{exc}; nothing was run or written",
+            ExitCode.VERIFY_FAILED,
+            f"`gmi-fsm verify {exc.build_id}` shows every problem; the log cannot be trusted: "
+            "restore the database from a backup, or start a new build",
+        )
+    except NotPausedError as exc:
+        fail(str(exc), ExitCode.USAGE, exc.hint)
+    except BuildEndedError as exc:
+        fail(str(exc), ExitCode.BUILD_ENDED, exc.hint)
     except SpecError as exc:
         fail(str(exc), ExitCode.SPEC_INVALID, exc.hint)
     except SecretError as exc:

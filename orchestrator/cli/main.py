@@ -79,9 +79,14 @@ def store_for(ctx: click.Context, *, readonly: bool = False) -> SqliteEventStore
     from orchestrator.builds import open_store  # noqa: PLC0415
 
     try:
-        return open_store(ctx.obj, readonly=readonly)
+        store = open_store(ctx.obj, readonly=readonly)
     except StoreError as exc:
         fail(str(exc), ExitCode.STORE_ERROR, exc.hint)
+    # Closed when the command ends, however it ends: the last connection to close folds
+    # the write-ahead log into the database file (and releases its name, see
+    # events/filelock.py), rather than leaving it beside the path this process used.
+    ctx.call_on_close(store.close)
+    return store
 
 
 def _register() -> None:
