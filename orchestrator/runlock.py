@@ -70,8 +70,10 @@ def runner_lock(db: Path, build_id: str) -> Iterator[None]:
                 taken = try_lock(fd, offset, exclusive=True)
             except OSError as exc:  # EBADF: the file could only be opened read-only
                 raise StoreError(
-                    f"event database {db} cannot be written ({exc.strerror}): no build can run on it",
-                    hint="check the file's and its folder's permissions, or choose another --db",
+                    f"event database {db} cannot be written or opened (attempt to write a readonly "
+                    f"database); the runner lock needs write access ({exc.strerror}): no build can run on it",
+                    hint="check the file's and its folder's permissions (and `lsattr` for the immutable "
+                    "attribute), or choose another --db",
                 ) from exc
             if not taken:
                 raise _busy(db, build_id)

@@ -62,9 +62,13 @@ def run(
             builds.check_secrets(prepared.spec, prepared.spec_path.parent)
         if resume_id is None:
             assert prepared is not None
-            store = store_for(ctx)
-            build_id = builds.request(store, prepared)
-            _drive(store, build_id, verbose=verbose, as_json=as_json)
+            store = store_for(ctx)  # creates the database if it is not there yet
+            build_id = builds.new_build_id(prepared.spec.name)
+            # The new build's lock before its first event: from the moment `list` can
+            # show it, a `run --resume` of it is refused.
+            with builds.runner(ctx.obj, build_id):
+                builds.request(store, prepared, build_id)
+                _drive(store, build_id, verbose=verbose, as_json=as_json)
             return
         # The runner lock first: a second runner stops before it opens, reads or sends
         # anything (orchestrator/runlock.py); then the log must verify.
