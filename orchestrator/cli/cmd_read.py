@@ -215,7 +215,7 @@ def verify(ctx: click.Context, build_id: str | None, all_: bool, against: Path |
     reordered event), its recorded head, its stored outputs, and the records of its
     head in its package; the first bad seq is named."""
     from orchestrator import builds  # noqa: PLC0415
-    from orchestrator.integrity import WrongLog  # noqa: PLC0415
+    from orchestrator.log_compare import WrongLog  # noqa: PLC0415
 
     if bool(build_id) == all_:
         fail("give a build ID or --all", ExitCode.USAGE)
