@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import procs  # noqa: E402
+from orchestrator import procs
 
 RUNS = 40
 

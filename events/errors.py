@@ -20,6 +20,11 @@ class UnknownBuildError(StoreError):
     """No event exists for this build id."""
 
 
+class DiskFullError(StoreError):
+    """The filesystem holding the database is full (SQLITE_FULL). The transaction was
+    rolled back whole: nothing of it was written."""
+
+
 class CorruptStreamError(Exception):
     """A build's events are not a legal sentence of the stage machine.
 
@@ -28,6 +33,17 @@ class CorruptStreamError(Exception):
 
     def __init__(self, build_id: str, seq: int, reason: str) -> None:
         super().__init__(f"build {build_id}: event seq {seq} is not a legal move: {reason}")
+        self.build_id = build_id
+        self.seq = seq
+        self.reason = reason
+
+
+class TamperedError(Exception):
+    """A build's event log fails verification (its hash chain, its recorded head, its
+    stored outputs, or a record of a later head). ``seq`` is the first bad one."""
+
+    def __init__(self, build_id: str, seq: int, reason: str) -> None:
+        super().__init__(f"build {build_id}: the event log fails verification at seq {seq}: {reason}")
         self.build_id = build_id
         self.seq = seq
         self.reason = reason

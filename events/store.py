@@ -6,17 +6,21 @@ Every adapter must pass the one contract suite in ``tests/events/test_store_cont
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import quote
 
 import orjson
 
 from events.chain import GENESIS_HASH, canonical_json, event_hash
-from events.errors import ConcurrencyError, StoreError, UnknownBuildError
+from events.errors import ConcurrencyError, DiskFullError, StoreError, TamperedError, UnknownBuildError
+from events.filelock import NameConflict, claim_name, release_name
 from events.schema import SCHEMA_VERSION, current_version, migrate
 
 
@@ -97,49 +101,66 @@ ChainRow = tuple[int, str, str, str, str, str]
 """(seq, type, at, payload as stored text, prev_hash, hash)"""
 
 
+class ChainCheck:
+    """Checks rows one at a time (in storage order): contiguous seqs, links, hashes;
+    then, at the end, that the chain stops where the recorded head says. Shared by
+    every adapter, by ``verify`` and by the verified read of ``status``."""
+
+    def __init__(self, build_id: str) -> None:
+        self.build_id = build_id
+        self.expected_seq = 1
+        self.prev = GENESIS_HASH
+        self.count = 0
+
+    def row(
+        self, seq: int, type_: str, at: str, payload_json: str, prev_hash: str, hash_: str
+    ) -> ChainReport | None:
+        """None if the row continues the chain, else the report naming the bad seq."""
+        self.count += 1
+        if seq != self.expected_seq:
+            return self._bad(
+                self.expected_seq,
+                f"expected seq {self.expected_seq}, found seq {seq} (a row was deleted, inserted or moved)",
+            )
+        if prev_hash != self.prev:
+            return self._bad(
+                seq,
+                "its prev_hash does not match the previous event's hash (a row was "
+                "replaced, inserted or reordered)",
+            )
+        if event_hash(self.build_id, seq, type_, at, payload_json, prev_hash) != hash_:
+            return self._bad(seq, "its content does not match its hash (edited)")
+        self.prev = hash_
+        self.expected_seq += 1
+        return None
+
+    def end(self, recorded_head: tuple[int, str] | None) -> ChainReport:
+        if recorded_head is not None:
+            head_seq, head_hash = recorded_head
+            last = self.expected_seq - 1
+            if head_seq != last or head_hash != self.prev:
+                return self._bad(
+                    min(head_seq, self.expected_seq),
+                    f"the log ends at seq {last} but its recorded head is seq "
+                    f"{head_seq} (events were removed from the end, or the head was edited)",
+                )
+        return ChainReport(self.build_id, self.count, self.prev)
+
+    def _bad(self, seq: int, reason: str) -> ChainReport:
+        return ChainReport(self.build_id, self.count, self.prev, seq, reason)
+
+
 def verify_chain(
     build_id: str, rows: Iterator[ChainRow], recorded_head: tuple[int, str] | None
 ) -> ChainReport:
     """Check contiguity, links and hashes of ``rows`` (in storage order), then that the
     chain ends where the recorded head says. Shared by every adapter."""
-    expected_seq = 1
-    prev = GENESIS_HASH
-    count = 0
-    for seq, type_, at, payload_json, prev_hash, hash_ in rows:
-        count += 1
-        if seq != expected_seq:
-            return ChainReport(
-                build_id,
-                count,
-                prev,
-                expected_seq,
-                f"expected seq {expected_seq}, found seq {seq} (a row was deleted, inserted or moved)",
-            )
-        if prev_hash != prev:
-            return ChainReport(
-                build_id,
-                count,
-                prev,
-                seq,
-                "its prev_hash does not match the previous event's hash (a row was "
-                "replaced, inserted or reordered)",
-            )
-        if event_hash(build_id, seq, type_, at, payload_json, prev_hash) != hash_:
-            return ChainReport(build_id, count, prev, seq, "its content does not match its hash (edited)")
-        prev = hash_
-        expected_seq += 1
-    if recorded_head is not None:
-        head_seq, head_hash = recorded_head
-        if head_seq != expected_seq - 1 or head_hash != prev:
-            return ChainReport(
-                build_id,
-                count,
-                prev,
-                min(head_seq, expected_seq),
-                f"the log ends at seq {expected_seq - 1} but its recorded head is seq "
-                f"{head_seq} (events were removed from the end, or the head was edited)",
-            )
-    return ChainReport(build_id, count, prev)
+    check = ChainCheck(build_id)
+    for row in rows:
+        bad = check.row(*row)
+        if bad is not None:
+            return bad
+    return check.end(recorded_head)
 
 
 def stamp(
@@ -176,7 +197,7 @@ class SqliteEventStore:
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self.conn = _connect(self.path, busy_timeout_ms=busy_timeout_ms, readonly=readonly)
+        self.conn, self._name_claim = _connect(self.path, busy_timeout_ms=busy_timeout_ms, readonly=readonly)
 
     # -- writing -------------------------------------------------------------------
 
@@ -213,7 +234,7 @@ class SqliteEventStore:
                     self.conn.executemany(_INSERT, rows)
                     self.conn.execute("COMMIT")
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    rollback(self.conn)
                     raise
             finally:
                 if not sync:
@@ -233,7 +254,7 @@ class SqliteEventStore:
                 f"`gmi-fsm status {first.build_id}`",
             ) from exc
         except sqlite3.OperationalError as exc:
-            raise _operational(exc, self.path) from exc
+            raise store_error(exc, self.path) from exc
 
     def _check_continues(self, first: RecordedEvent) -> None:
         """Under the write lock: ``first`` must follow the build's head exactly. A stale
@@ -264,7 +285,36 @@ class SqliteEventStore:
             for pos, bid, seq, type_, at, payload, prev, h in cursor:
                 yield new(RecordedEvent, (bid, seq, type_, at, decode(payload), prev, h, pos))
         except sqlite3.OperationalError as exc:
-            raise _operational(exc, self.path) from exc
+            raise store_error(exc, self.path) from exc
+
+    def read_verified(self, build_id: str) -> Iterator[RecordedEvent]:
+        """Like :meth:`read` (all of a build's events), checking the hash chain and the
+        recorded head on the way: raises :class:`TamperedError` at the first bad seq,
+        before that event is yielded. One pass, so ``status`` pays one sha256 per
+        event over ``read`` (docs/performance.md). Rows are read in seq order (the
+        index); a row moved out of storage order is caught by its position."""
+        decode = orjson.loads
+        new = tuple.__new__
+        check = ChainCheck(build_id)
+        last_position = 0
+        sql = (
+            "SELECT position, seq, type, at, payload, prev_hash, hash FROM events "
+            "WHERE build_id = ? ORDER BY seq"
+        )
+        try:
+            for pos, seq, type_, at, payload, prev, h in self.conn.execute(sql, (build_id,)):
+                bad = check.row(seq, type_, at, payload, prev, h)
+                if bad is None and pos < last_position:
+                    bad = check._bad(seq - 1, "it is stored out of order (rows were moved)")
+                if bad is not None:
+                    raise TamperedError(build_id, bad.first_bad_seq or seq, bad.reason)
+                last_position = pos
+                yield new(RecordedEvent, (build_id, seq, type_, at, decode(payload), prev, h, pos))
+            end = check.end(self.head(build_id))
+        except sqlite3.OperationalError as exc:
+            raise store_error(exc, self.path) from exc
+        if not end.ok:
+            raise TamperedError(build_id, end.first_bad_seq or 1, end.reason)
 
     def chain_rows(self, build_id: str) -> Iterator[ChainRow]:
         """Rows in the order they were written (by position), payload as stored text."""
@@ -307,14 +357,73 @@ class SqliteEventStore:
 
     def close(self) -> None:
         self.conn.close()
+        claim, self._name_claim = self._name_claim, None
+        if claim is not None:
+            release_name(*claim)
 
 
-def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Connection:
+NameClaim = tuple[tuple[int, int, int], str]
+
+
+def _claim(path: Path, name: str) -> NameClaim | None:
+    """One database, one name: see :func:`events.filelock.claim_name`. A file with
+    more than one hard link is refused outright (after a crash, its write-ahead log
+    sits beside whichever name the crashed process used)."""
+    try:
+        links = os.stat(path).st_nlink
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # not there (yet): SQLite creates it, or says why it cannot
+    if links > 1:
+        raise StoreError(
+            f"the event database {path} has {links} hard links: SQLite keeps its write-ahead log "
+            "beside the name a database is opened by, so two names for one database can lose "
+            "events (sqlite.org/howtocorrupt.html, section 2.5); nothing was read or changed",
+            hint=f"remove the other links (`find / -xdev -samefile {path}` lists them) and use one path",
+        )
+    try:
+        return claim_name(path, name), name
+    except NameConflict as exc:
+        raise StoreError(
+            f"the event database {path} is open in another process under another name ({exc}: "
+            "a hard link, or a bind mount of the file); SQLite keeps its write-ahead log beside "
+            "the name it is given, so two names would lose events; nothing was read or changed",
+            hint=f"use one path to the database everywhere (here it is {name}), or wait for the "
+            "other process to finish",
+        ) from None
+    except IsADirectoryError:
+        return None  # not a regular file: SQLite says what is wrong with it
+    except OSError as exc:
+        raise StoreError(f"event database {path} cannot be opened ({exc.strerror})", hint="") from exc
+
+
+def _connect(
+    path: Path, *, busy_timeout_ms: int, readonly: bool
+) -> tuple[sqlite3.Connection, NameClaim | None]:
     if readonly and not path.exists():
         raise StoreError(
             f"event database {path} does not exist",
             hint="give the right --db (or GMI_FSM_DB), or start a build with `gmi-fsm run`",
         )
+    # SQLite names the WAL after the path it is given: give it the real one, so a
+    # symlink or a relative path reaches the same log.
+    name = os.path.realpath(path)
+    claim = _claim(path, name)
+    try:
+        conn = _open(path, name, busy_timeout_ms=busy_timeout_ms, readonly=readonly)
+    except BaseException:
+        if claim is not None:
+            release_name(*claim)
+        raise
+    if claim is None:  # a new database: created just now
+        try:
+            claim = _claim(path, name)
+        except BaseException:
+            conn.close()
+            raise
+    return conn, claim
+
+
+def _open(path: Path, name: str, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Connection:
     if not readonly:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +434,7 @@ def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Con
                 f"cannot create the folder for the event database {path}: {why}",
                 hint="choose a writable location with --db or GMI_FSM_DB",
             ) from exc
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    uri = f"file:{quote(name)}" + ("?mode=ro" if readonly else "")
     try:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write takes
         # the lock up front and never fails halfway on a lock upgrade.
@@ -351,7 +460,7 @@ def _connect(path: Path, *, busy_timeout_ms: int, readonly: bool) -> sqlite3.Con
         elif current_version(conn) != SCHEMA_VERSION:
             migrate(conn)
     except sqlite3.DatabaseError as exc:
-        raise _operational(exc, path) from exc
+        raise store_error(exc, path) from exc
     except RuntimeError as exc:
         raise StoreError(str(exc), hint="upgrade gmi-fsm") from exc
     return conn
@@ -377,8 +486,28 @@ def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _operational(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back after an error, if SQLite has not done it already: on SQLITE_FULL
+    (and a few other errors) it rolls the transaction back itself, and a second
+    ROLLBACK would raise "no transaction is active" over the real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+_SQLITE_FULL = 13
+
+
+def store_error(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
     text = str(exc)
+    if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in text:
+        folder = path.parent
+        return DiskFullError(
+            f"disk full: the event database {path} could not be written ({text}); the transaction "
+            "was rolled back whole, the log is consistent",
+            hint=f"free space on the filesystem that holds {folder} (`df -h {folder}`), then "
+            "`gmi-fsm run --resume ID` continues the build",
+        )
     if "locked" in text or "busy" in text:
         return StoreError(
             f"event database {path} is locked by another process ({text})",

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from events.store import ChainReport, RecordedEvent
+from orchestrator.markdown import cell, code, code_cell, fence, num, plain
 from states.projection import BuildState
 
 
@@ -127,15 +128,18 @@ def audit_report(state: BuildState, events: Iterable[RecordedEvent], chain: Chai
 
 
 def _subcommand_end(sub: dict[str, Any]) -> str:
+    """How a program ended, as Markdown: its note and error are content (escaped)."""
     if not sub["finished"]:
         return "started, never finished (in doubt)"
     if sub["note"]:
-        return str(sub["note"])
+        return plain(sub["note"])
     if sub["exit_code"] is None:
-        return f"no exit status: {sub['error']}"
+        return f"no exit status: {plain(sub['error'])}"
     out = sub["stdout"]
-    digest = f", stdout sha256 `{out['sha256'][:12]}` ({out['size']} bytes)" if out and out["size"] else ""
-    return f"exit {sub['exit_code']} in {sub['duration_s']:.2f} s{digest}"
+    digest = ""
+    if out and out["size"]:
+        digest = f", stdout sha256 {code(out['sha256'][:12])} ({num(out['size'])} bytes)"
+    return f"exit {num(sub['exit_code'])} in {sub['duration_s']:.2f} s{digest}"
 
 
 def _digest(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -143,15 +147,22 @@ def _digest(d: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def audit_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown. Every value from the events goes through
+    ``orchestrator.markdown``: a command, an output, a fact or a note can hold fences,
+    pipes, newlines, HTML or links, and must not change the report's structure."""
+    chain = report["chain"]
+    status = f"- Status: **{plain(report['status'])}**" + (
+        f" ({code(report['reason'])})" if report["reason"] else ""
+    )
     lines = [
-        f"# Audit of build `{report['build_id']}`",
+        f"# Audit of build {code(report['build_id'])}",
         "",
-        f"- Status: **{report['status']}**" + (f" ({report['reason']})" if report["reason"] else ""),
-        f"- Requested by {report['requested_by']} at {report['created_at']}; "
-        f"last event {report['updated_at']}",
-        f"- Spec: `{report['spec_path']}` (sha256 `{report['spec_sha256']}`)",
-        f"- Events: {report['events']}; head hash `{report['head_hash']}`; chain "
-        + ("intact" if report["chain"]["ok"] else f"**BROKEN at seq {report['chain']['first_bad_seq']}**"),
+        status,
+        f"- Requested by {code(report['requested_by'])} at {code(report['created_at'])}; "
+        f"last event {code(report['updated_at'])}",
+        f"- Spec: {code(report['spec_path'])} (sha256 {code(report['spec_sha256'])})",
+        f"- Events: {num(report['events'])}; head hash {code(report['head_hash'])}; chain "
+        + ("intact" if chain["ok"] else f"**BROKEN at seq {num(chain['first_bad_seq'])}**"),
         f"- Runs: {len(report['runs'])}",
         "",
         "## Commands",
@@ -161,45 +172,50 @@ def audit_markdown(report: dict[str, Any]) -> str:
     ]
     for c in report["commands"]:
         out = c["stdout"]
-        digest = f"`{out['sha256'][:12]}` ({out['size']})" if out else ""
-        exit_code = "" if c["exit_code"] is None else str(c["exit_code"])
-        dur = "" if c["duration_s"] is None else f"{c['duration_s']:.2f}"
-        name = c["step"] + (" (probe)" if c["kind"] == "probe" else "")
-        lines.append(
-            f"| {c['seq']} | {c['stage']} | {name} | {c['attempt']} | {c['target']} | {exit_code} "
-            f"| {c['outcome']} | {dur} | {digest} |"
-        )
+        digest = f"{code_cell(str(out['sha256'])[:12])} ({num(out['size'], cell=True)})" if out else ""
+        exit_code = "" if c["exit_code"] is None else num(c["exit_code"], cell=True)
+        dur = "" if c["duration_s"] is None else num(_seconds(c["duration_s"]), cell=True)
+        name = cell(c["step"]) + (" (probe)" if c["kind"] == "probe" else "")
+        cells = [num(c["seq"], cell=True), cell(c["stage"]), name, num(c["attempt"], cell=True)]
+        cells += [cell(c["target"]), exit_code, cell(c["outcome"]), dur, digest]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "### Command text", ""]
     for c in report["commands"]:
+        body = str(c["command"])
         args = " ".join(repr(a) for a in c["args"])
         params = ", ".join(f"{k}={v!r}" for k, v in c["params"].items())
-        lines.append(f"- seq {c['seq']} `{c['stage']}/{c['step']}` on {c['target']}:")
-        lines.append("")
-        lines.append("  ```")
-        lines.extend("  " + ln for ln in str(c["command"]).splitlines() or [""])
         if args:
-            lines.append(f"  # args: {args}")
+            body += f"\n# args: {args}"
         if params:
-            lines.append(f"  # params: {params}")
-        lines.append("  ```")
+            body += f"\n# params: {params}"
+        step_id = f"{c['stage']}/{c['step']}"
+        lines.append(f"- seq {num(c['seq'])} {code(step_id)} on {code(c['target'])}:")
+        lines.append("")
+        lines.extend(fence(body, indent="  "))
         for sub in c.get("subcommands", []):
-            lines.append(f"  - program {sub['index']}: {_subcommand_end(sub)}")
+            lines.append(f"  - program {num(sub['index'])}: {_subcommand_end(sub)}")
             lines.append("")
-            lines.append("    ```")
-            lines.append("    " + shlex.join(str(a) for a in sub["argv"]))
-            lines.append("    ```")
+            lines.extend(fence(shlex.join(str(a) for a in sub["argv"]), indent="    "))
     lines += ["", "## Facts", ""]
-    lines += [f"- `{k}`: {v}" for k, v in report["facts"].items()] or ["(none)"]
+    lines += [f"- {code(k)}: {code(v)}" for k, v in report["facts"].items()] or ["(none)"]
     lines += ["", "## Artifacts", ""]
-    lines += [
-        f"- `{a['name']}` {a['kind']}: `{a['path']}` sha256 `{a['sha256']}` ({a['size']} bytes)"
-        for a in report["artifacts"]
-    ] or ["(none)"]
+    lines += [_artifact_line(a) for a in report["artifacts"]] or ["(none)"]
     if report["decisions"]:
         lines += ["", "## Operator decisions", ""]
-        lines += [
-            f"- seq {d['seq']} {d['at']}: {d['decision']} `{d['stage']}/{d['step']}` by "
-            f"{d['operator']} {d.get('note', '')}"
-            for d in report["decisions"]
-        ]
+        lines += [_decision_line(d) for d in report["decisions"]]
     return "\n".join(lines) + "\n"
+
+
+def _artifact_line(a: dict[str, Any]) -> str:
+    what = f"{code(a.get('name'))} {code(a.get('kind'))}: {code(a.get('path'))}"
+    return f"- {what} sha256 {code(a.get('sha256'))} ({num(a.get('size'))} bytes)"
+
+
+def _decision_line(d: dict[str, Any]) -> str:
+    step_id = f"{d['stage']}/{d['step']}"
+    line = f"- seq {num(d['seq'])} {code(d['at'])}: {code(d['decision'])} {code(step_id)}"
+    return f"{line} by {code(d['operator'])} {code(d.get('note', ''))}".rstrip()
+
+
+def _seconds(value: object) -> object:
+    return f"{value:.2f}" if isinstance(value, int | float) else value

@@ -16,16 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.errors import StoreError, UnknownBuildError
-from events.store import ChainReport, RecordedEvent, SqliteEventStore
-from states.projection import BuildState, fold
+from events.errors import StoreError
+from events.store import RecordedEvent, SqliteEventStore
+from orchestrator.build_errors import BuildEndedError, NotPausedError
+from states.projection import BuildState, Projector, fold
 from states.stages import PAUSED
 
 # Read commands (status, history, verify...) must start fast: what pulls in pydantic
 # (events.model, the spec, the engine) is imported inside the functions that write.
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from events.model import Decision
     from orchestrator.engine import Observer, RunResult
+    from orchestrator.integrity import BuildVerification
     from orchestrator.spec import BuildSpec
 
 TOOL_VERSION = "0.1.0"
@@ -52,6 +56,11 @@ def open_store(db: Path, *, readonly: bool = False) -> SqliteEventStore:
             f"GMI_FSM_BUSY_TIMEOUT_MS={raw!r} is not a whole number of milliseconds",
             hint="unset it, or set it like GMI_FSM_BUSY_TIMEOUT_MS=5000",
         ) from None
+    if not readonly:
+        # Settings the writers use are checked before the database is created.
+        from orchestrator.recorder import fault_kill_after_seq  # noqa: PLC0415
+
+        fault_kill_after_seq()
     return SqliteEventStore(db, busy_timeout_ms=timeout, readonly=readonly)
 
 
@@ -112,9 +121,30 @@ def frozen_spec(state: BuildState) -> tuple[BuildSpec, Path]:
     return spec, Path(state.spec_path).parent
 
 
-def load_state(store: SqliteEventStore, build_id: str) -> BuildState:
+def runner(db: Path, build_id: str) -> AbstractContextManager[None]:
+    """Build ``build_id``'s runner lock (orchestrator/runlock.py), keyed by the database
+    file whatever path names it; raises ConcurrencyError if another process holds it.
+    Every function here that writes to an existing build takes it (re-entrant), so the
+    CLI may take it first, before it opens the store or reads anything."""
+    from orchestrator.runlock import runner_lock  # noqa: PLC0415
+
+    return runner_lock(db, build_id)
+
+
+def load_state(store: SqliteEventStore, build_id: str, *, verified: bool = True) -> BuildState:
+    """The build's state, its hash chain and recorded head checked on the way
+    (TamperedError at the first bad seq); ``verified=False`` only folds (the audit
+    reports a broken chain rather than refusing it)."""
     store.require(build_id)
-    return fold(build_id, store.read(build_id))
+    return fold(build_id, store.read_verified(build_id) if verified else store.read(build_id))
+
+
+def require_intact(store: SqliteEventStore, build_id: str) -> None:
+    """Before anything runs or is written: the whole of ``verify`` (chain, head, stored
+    outputs, records of a later head) must pass, else TamperedError."""
+    from orchestrator.integrity import require_intact as check  # noqa: PLC0415
+
+    check(store, build_id)
 
 
 def change_spec(store: SqliteEventStore, build_id: str, prepared: PreparedBuild) -> None:
@@ -122,15 +152,18 @@ def change_spec(store: SqliteEventStore, build_id: str, prepared: PreparedBuild)
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
     from orchestrator.spec import spec_sha256  # noqa: PLC0415
 
-    recorder = BuildRecorder(store, build_id)
-    recorder.record(
-        SpecChanged(
-            spec=prepared.frozen,
-            spec_sha256=spec_sha256(prepared.frozen),
-            spec_path=str(prepared.spec_path),
-            changed_by=who(),
+    with runner(store.path, build_id):
+        store.require(build_id)
+        require_intact(store, build_id)
+        recorder = BuildRecorder(store, build_id)
+        recorder.record(
+            SpecChanged(
+                spec=prepared.frozen,
+                spec_sha256=spec_sha256(prepared.frozen),
+                spec_path=str(prepared.spec_path),
+                changed_by=who(),
+            )
         )
-    )
 
 
 async def run(
@@ -146,13 +179,13 @@ async def run(
     from orchestrator.engine import Engine  # noqa: PLC0415
     from orchestrator.hosts.factory import make_host  # noqa: PLC0415 - heavy imports
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
-    from orchestrator.runlock import runner_lock  # noqa: PLC0415
     from orchestrator.view import BuildView  # noqa: PLC0415
 
-    store.require(build_id)
     # One runner per build, taken BEFORE the events are read: a second runner must not
     # mistake the first one's running step for one left in doubt by a crash.
-    with runner_lock(store.path, build_id):
+    with runner(store.path, build_id):
+        store.require(build_id)
+        require_intact(store, build_id)  # nothing runs on a log that fails verification
         recorder = BuildRecorder(store, build_id)
         spec, base_dir = frozen_spec(recorder.state)
         # A resumed run never read the spec file: resolve its secret references again,
@@ -186,17 +219,25 @@ def decide(store: SqliteEventStore, build_id: str, decision: Decision, note: str
     from events.model import OperatorDecision  # noqa: PLC0415
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
 
-    recorder = BuildRecorder(store, build_id)
-    st = recorder.state
-    if st.status != PAUSED:
-        msg = f"build {build_id} is not paused (it is {st.status}); nothing to decide"
-        raise ValueError(msg)
     if decision == "abort":
         msg = "an abort is not a decision to record alone: call abort()"
         raise ValueError(msg)
-    stage, _, step = st.paused_step.partition("/")
-    recorder.record(OperatorDecision(stage=stage, step=step, decision=decision, operator=who(), note=note))
-    return recorder.state
+    # Under the runner lock, so of two operators deciding at once exactly one records.
+    with runner(store.path, build_id):
+        store.require(build_id)
+        require_intact(store, build_id)
+        recorder = BuildRecorder(store, build_id)
+        st = recorder.state
+        if st.status != PAUSED:
+            raise NotPausedError(
+                f"build {build_id} is not paused (it is {st.status}); no decision needed",
+                hint=f"run `gmi-fsm resume {build_id}` without --decision",
+            )
+        stage, _, step = st.paused_step.partition("/")
+        recorder.record(
+            OperatorDecision(stage=stage, step=step, decision=decision, operator=who(), note=note)
+        )
+        return recorder.state
 
 
 def trust_new_host_key(store: SqliteEventStore, build_id: str) -> str:
@@ -206,13 +247,16 @@ def trust_new_host_key(store: SqliteEventStore, build_id: str) -> str:
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
     from orchestrator.targets.host_keys import HOST_KEY_FACT  # noqa: PLC0415
 
-    recorder = BuildRecorder(store, build_id)
-    old = recorder.state.facts.get(HOST_KEY_FACT, "")
-    if old:
-        recorder.record(
-            FactRecorded(key=HOST_KEY_FACT, value="", source=f"operator {who()}: --trust-new-host-key")
-        )
-    return old
+    with runner(store.path, build_id):
+        store.require(build_id)
+        require_intact(store, build_id)
+        recorder = BuildRecorder(store, build_id)
+        old = recorder.state.facts.get(HOST_KEY_FACT, "")
+        if old:
+            recorder.record(
+                FactRecorded(key=HOST_KEY_FACT, value="", source=f"operator {who()}: --trust-new-host-key")
+            )
+        return old
 
 
 async def abort(store: SqliteEventStore, build_id: str, reason: str, *, clean_up: bool = True) -> BuildState:
@@ -223,16 +267,17 @@ async def abort(store: SqliteEventStore, build_id: str, reason: str, *, clean_up
     from orchestrator.engine import Engine  # noqa: PLC0415
     from orchestrator.hosts.factory import make_host  # noqa: PLC0415
     from orchestrator.recorder import BuildRecorder  # noqa: PLC0415
-    from orchestrator.runlock import runner_lock  # noqa: PLC0415
     from orchestrator.view import BuildView  # noqa: PLC0415
 
-    store.require(build_id)
-    with runner_lock(store.path, build_id):
+    with runner(store.path, build_id):
+        store.require(build_id)
+        require_intact(store, build_id)  # an abort sends clean-up commands and writes
         recorder = BuildRecorder(store, build_id)
         st = recorder.state
         if st.terminal:
-            msg = f"build {build_id} has already {st.status}"
-            raise ValueError(msg)
+            raise BuildEndedError(
+                f"build {build_id} has already {st.status}", hint="start a new build with `gmi-fsm run SPEC`"
+            )
         problems: list[str] = []
         if clean_up:
             spec, base_dir = frozen_spec(st)
@@ -261,15 +306,27 @@ def history(store: SqliteEventStore, build_id: str) -> Iterator[RecordedEvent]:
 
 def replay(store: SqliteEventStore, build_id: str, until_seq: int | None = None) -> BuildState:
     """Rebuild the state through the machine, checking every move (raises
-    CorruptStreamError at the first illegal one)."""
+    CorruptStreamError at the first illegal one). The whole log's chain is checked,
+    even past ``until_seq`` (TamperedError)."""
     store.require(build_id)
-    return fold(build_id, store.read(build_id, until_seq=until_seq))
+    projector = Projector(build_id)
+    for ev in store.read_verified(build_id):
+        if until_seq is None or ev.seq <= until_seq:
+            projector.apply(ev)
+    return projector.state
 
 
-def verify(store: SqliteEventStore, build_id: str | None) -> list[ChainReport]:
+def verify(
+    store: SqliteEventStore, build_id: str | None, *, against: Path | None = None
+) -> list[BuildVerification]:
+    """Chain, head, stored outputs and records of a later head of one build (or all);
+    ``against`` (one build only) also compares it with an exported event log."""
+    from events.errors import UnknownBuildError  # noqa: PLC0415
+    from orchestrator.integrity import verify_build  # noqa: PLC0415
+
     ids = [build_id] if build_id else store.build_ids()
     if build_id and not store.build_ids().count(build_id) and store.head(build_id) is None:
         raise UnknownBuildError(
             f"no build {build_id!r} in {store.path}", hint="`gmi-fsm list` shows the builds in this database"
         )
-    return [store.verify(b) for b in ids]
+    return [verify_build(store, b, against=against) for b in ids]

@@ -8,6 +8,10 @@ Most commands print a line or nothing: an output that fits in the head
 (``HEAD_BYTES``) is whole in its event already, so it is kept in memory and never
 touches the disk (no spool file, no blob). The spool file is opened only when an
 output grows past the head.
+
+The spool file has no name (``O_TMPFILE``, or created and unlinked at once where the
+filesystem lacks it): a run killed with SIGKILL mid-step leaves nothing in TMPDIR,
+the kernel frees it with the process.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from events.blobs import BlobStore
+from events.blobs import INLINE_LIMIT, BlobStore
 from events.model import OutputDigest
 from orchestrator.secrets import REDACTOR, StreamRedactor
 from orchestrator.targets.base import Stream
 
-HEAD_BYTES = 4096
+HEAD_BYTES = INLINE_LIMIT  # an output that fits in the head is never stored as a blob
 TAIL_BYTES = 4096
 FACT_TEXT_LIMIT = 1 << 20
 
@@ -47,8 +51,8 @@ class _StreamCapture:
             return
         self._hash.update(data)
         if self._spool is None and self._size + len(data) > HEAD_BYTES:
-            self._spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finish
-                prefix="gmi-out-", dir=self._spool_dir, delete=False
+            self._spool = tempfile.TemporaryFile(  # noqa: SIM115 - closed in finish/discard
+                prefix="gmi-out-", dir=self._spool_dir
             )
             self._spool.write(self._head)  # everything so far: it all fitted in the head
         if self._spool is not None:
@@ -69,22 +73,23 @@ class _StreamCapture:
             # needed. Facts come from short commands: this is their usual path.
             self.text = head
             return OutputDigest(sha256=digest, size=self._size, head=head, tail="")
-        self._spool.close()
-        path = Path(self._spool.name)
-        # Keep the whole text only when it is small.
-        self.text = path.read_text("utf-8", "replace") if self._size <= FACT_TEXT_LIMIT else None
+        spool = self._spool
         try:
+            spool.flush()
+            if self._size <= FACT_TEXT_LIMIT:  # keep the whole text only when it is small
+                spool.seek(0)
+                self.text = spool.read().decode("utf-8", "replace")
             if blobs is not None:
-                blobs.put_file(path, digest)
+                spool.seek(0)
+                blobs.put_stream(spool, digest, self._size)
         finally:
-            path.unlink(missing_ok=True)
+            spool.close()
         tail = self._tail.decode("utf-8", "replace")
         return OutputDigest(sha256=digest, size=self._size, head=head, tail=tail)
 
     def discard(self) -> None:
         if self._spool is not None:
             self._spool.close()
-            Path(self._spool.name).unlink(missing_ok=True)
 
 
 class OutputCapture:

@@ -12,17 +12,33 @@ import signal
 from collections.abc import Callable
 
 from events.blobs import BlobStore
+from events.errors import StoreError
 from events.model import Event, event_payload
 from events.store import NewEvent, RecordedEvent, SqliteEventStore, stamp
 from states.projection import BuildState, Projector
 
-# Fault injection for the crash tests (docs/testing.md): kill this process with
-# SIGKILL right after the event with this seq is committed. Read once at import.
-_KILL_AFTER_SEQ = int(os.environ.get("GMI_FSM_FAULT_KILL_AFTER_SEQ", "0") or 0)
+FAULT_KILL_AFTER_SEQ = "GMI_FSM_FAULT_KILL_AFTER_SEQ"
+
+
+def fault_kill_after_seq() -> int:
+    """Fault injection for the crash tests (docs/testing.md): kill this process with
+    SIGKILL right after the event with this seq is committed; 0 (unset) is off.
+    Raises StoreError for a value that is not a whole number, before anything is written
+    (``builds.open_store`` calls it too, before it creates a database)."""
+    raw = os.environ.get(FAULT_KILL_AFTER_SEQ, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise StoreError(
+            f"{FAULT_KILL_AFTER_SEQ}={raw!r} is not a whole number (an event seq, for the crash tests)",
+            hint=f"unset {FAULT_KILL_AFTER_SEQ} (it is for tests only), or set it to a seq like 12",
+        )
+    return int(raw)
 
 
 class BuildRecorder:
     def __init__(self, store: SqliteEventStore, build_id: str) -> None:
+        self._kill_after_seq = fault_kill_after_seq()
         self.store = store
         self.build_id = build_id
         self.blobs = BlobStore(store.conn)
@@ -58,6 +74,6 @@ class BuildRecorder:
         for ev in stamped:
             for listener in self.listeners:
                 listener(ev)
-        if _KILL_AFTER_SEQ and any(ev.seq >= _KILL_AFTER_SEQ for ev in stamped):
+        if self._kill_after_seq and any(ev.seq >= self._kill_after_seq for ev in stamped):
             os.kill(os.getpid(), signal.SIGKILL)
         return stamped

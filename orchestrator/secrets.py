@@ -39,6 +39,9 @@ class Secret:
     __str__ = __repr__
 
 
+SECRET_MAX_BYTES = 1 << 20  # a key or a password: a few KiB at most
+
+
 def is_reference(text: str) -> bool:
     return bool(REF_PATTERN.match(text))
 
@@ -63,8 +66,19 @@ def resolve(ref: str, *, where: str, base_dir: Path | None = None) -> Secret:
         path = Path(name).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        from orchestrator.small_file import UnreadableFile, read_small_file  # noqa: PLC0415
+
         try:
-            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            # A cap and no blocking open: the path may name a FIFO or /dev/zero.
+            value = read_small_file(path, SECRET_MAX_BYTES).decode("utf-8").rstrip("\r\n")
+        except UnreadableFile as exc:
+            raise SecretError(
+                f"{where}: secret file {path} {exc}", hint="point file: at the file that holds the secret"
+            ) from None
+        except UnicodeDecodeError:
+            raise SecretError(
+                f"{where}: secret file {path} is not UTF-8 text", hint="a key or password file is text"
+            ) from None
         except OSError as exc:
             raise SecretError(
                 f"{where}: cannot read secret file {path}: {exc.strerror}",

@@ -40,8 +40,22 @@ SecretRef = Annotated[str, AfterValidator(_reference)]
 """A reference to a secret: ``env:NAME`` or ``file:PATH``."""
 
 
+# Bounds of numbers a build can live with: a timeout of 1e300 s (or .inf) passes
+# "greater than 0" yet means "wait forever", and asyncio cannot even schedule it.
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: far beyond any step, install or boot
+MAX_RETRY_DELAY_S = 3600.0
+MAX_HYPERV_MEMORY_MIB = 12 * 1024 * 1024  # 12 TiB, Hyper-V's maximum per VM
+MAX_DISK_GIB = 64 * 1024  # 64 TiB, the VHDX format's maximum
+MAX_HYPERV_CPUS = 240  # Hyper-V's maximum virtual processors per generation 2 VM
+
+
+def _timeout(default: float, description: str | None = None) -> Any:
+    return Field(default, gt=0, le=MAX_TIMEOUT_S, description=description)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf and .nan are YAML floats, but no field means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OsSpec(_Strict):
@@ -67,12 +81,10 @@ class QemuHostSpec(_Strict):
     cpus: int = Field(2, ge=1, le=64)
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     firmware: Literal["uefi", "direct-kernel"] = "uefi"
-    disk_gib: int | None = Field(None, ge=1, description="Grow the work disk to this size")
-    boot_timeout_s: float = Field(600, gt=0)
-    shutdown_timeout_s: float = Field(120, gt=0)
-    install_timeout_s: float = Field(
-        5400, gt=0, description="How long an unattended install from source.iso may take"
-    )
+    disk_gib: int | None = Field(None, ge=1, le=MAX_DISK_GIB, description="Grow the work disk to this size")
+    boot_timeout_s: float = _timeout(600)
+    shutdown_timeout_s: float = _timeout(120)
+    install_timeout_s: float = _timeout(5400, "How long an unattended install from source.iso may take")
 
 
 class HyperVSimulatorSpec(_Strict):
@@ -85,7 +97,9 @@ class HyperVSimulatorSpec(_Strict):
         "off: the simulated build runs its host steps only",
     )
     guest_address: str = "127.0.0.1"
-    kvp_delay_s: float = Field(0.2, ge=0, description="Seconds after start until KVP reports an address")
+    kvp_delay_s: float = Field(
+        0.2, ge=0, le=MAX_RETRY_DELAY_S, description="Seconds after start until KVP reports an address"
+    )
 
 
 class HyperVHostSpec(_Strict):
@@ -109,19 +123,24 @@ class HyperVHostSpec(_Strict):
         description="Name of an SMB share on the Hyper-V host for file transfers (optional; "
         "`gmi-fsm hyperv check` checks that it exists)",
     )
-    memory_mib: int = Field(2048, ge=512, description="Startup memory in MiB; Hyper-V wants a multiple of 2")
+    memory_mib: int = Field(
+        2048,
+        ge=512,
+        le=MAX_HYPERV_MEMORY_MIB,
+        description="Startup memory in MiB; Hyper-V wants a multiple of 2",
+    )
     dynamic_memory: bool = True
-    cpus: int = Field(2, ge=1)
-    disk_gib: int = Field(32, ge=4)
+    cpus: int = Field(2, ge=1, le=MAX_HYPERV_CPUS)
+    disk_gib: int = Field(32, ge=4, le=MAX_DISK_GIB)
     secure_boot: bool = True
     secure_boot_template: str = "MicrosoftUEFICertificateAuthority"
     install: Literal["unattended", "manual"] = "unattended"
     keep_vm_on_failure: bool = True
     fetch_export: bool = Field(True, description="Copy the export here (needed to package it)")
-    call_timeout_s: float = Field(600, gt=0)
-    install_timeout_s: float = Field(3600, gt=0, description="How long an unattended install may take")
-    boot_timeout_s: float = Field(600, gt=0, description="How long to wait for the guest's KVP address")
-    shutdown_timeout_s: float = Field(300, gt=0, description="How long a graceful shutdown may take")
+    call_timeout_s: float = _timeout(600)
+    install_timeout_s: float = _timeout(3600, "How long an unattended install may take")
+    boot_timeout_s: float = _timeout(600, "How long to wait for the guest's KVP address")
+    shutdown_timeout_s: float = _timeout(300, "How long a graceful shutdown may take")
     press_key_for_dvd: bool = Field(
         True,
         description="Type Enter into the VM console after start: Gen 2 firmware boots a DVD only "
@@ -187,7 +206,7 @@ class GuestSpec(_Strict):
     )
     ssh_key_passphrase: SecretRef | None = None
     password: SecretRef | None = None
-    connect_timeout_s: float = Field(600, gt=0)
+    connect_timeout_s: float = _timeout(600)
     ssh_port: int = Field(22, ge=1, le=65535, description="The guest's SSH port (Hyper-V host)")
 
     @model_validator(mode="after")
@@ -231,9 +250,9 @@ class HookSpec(_Strict):
     sudo: bool = False
     idempotent: bool = False
     check: str | None = Field(None, description="sh script: exit 0 means the effect is there")
-    timeout_s: float = Field(600, gt=0)
+    timeout_s: float = _timeout(600)
     retries: int = Field(0, ge=0, le=20)
-    retry_delay_s: float = Field(1.0, ge=0)
+    retry_delay_s: float = Field(1.0, ge=0, le=MAX_RETRY_DELAY_S)
     facts: bool = Field(False, description="Record key=value lines of stdout as facts")
 
     @field_validator("stage")
@@ -257,7 +276,7 @@ class BuildSpec(_Strict):
     manifest: ManifestSpec = ManifestSpec()
     output: OutputSpec = OutputSpec()
     hooks: list[HookSpec] = []
-    step_timeout_s: float = Field(1800, gt=0, description="Default timeout of a step")
+    step_timeout_s: float = _timeout(1800, "Default timeout of a step")
 
     @model_validator(mode="after")
     def _host_needs(self) -> BuildSpec:
@@ -327,24 +346,36 @@ def spec_sha256(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
+SPEC_MAX_BYTES = 1 << 20  # a spec is a few KiB; the cap bounds the time and memory of reading one
+SPEC_MAX_DEPTH = 64  # collections in collections: a real spec nests 4 deep
+SPEC_MAX_NUMBER_DIGITS = 100  # int() of 5,000 digits is refused by Python itself (CVE-2020-10735)
+
+
 def load_spec(path: Path) -> tuple[BuildSpec, dict[str, Any]]:
     """Read and validate a spec file; return the model and its frozen JSON form."""
     import yaml  # noqa: PLC0415 - only commands that read specs pay for it
 
+    from orchestrator.small_file import UnreadableFile, read_small_file  # noqa: PLC0415
+
     shown = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_file(path, SPEC_MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise SpecError(
             shown,
             [SpecIssue(field="", message="file not found")],
             hint="check the path; `gmi-fsm spec check FILE` validates a spec",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(shown, [SpecIssue(field="", message=f"cannot read it: {exc}")]) from None
+    except UnreadableFile as exc:
+        raise SpecError(shown, [SpecIssue(field="", message=str(exc))], hint=exc.hint) from None
+    except OSError as exc:
+        raise SpecError(shown, [SpecIssue(field="", message=f"cannot read it: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            shown, [SpecIssue(field="", message=f"cannot read it: not UTF-8 text ({exc.reason})")]
+        ) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         # A mark at the stream's end may lie past the last line: keep it inside the file.
@@ -361,6 +392,50 @@ def load_spec(path: Path) -> tuple[BuildSpec, dict[str, Any]]:
             shown, [SpecIssue(field="", message="the top level must be a mapping (key: value)", line=1)]
         )
     return validate_spec(data, shown, node)
+
+
+def _parse_yaml(text: str) -> tuple[Any, Any]:
+    """(node, data) of one YAML document, composed once, with bounded nesting and
+    number lengths (PyYAML's composer recurses once per level: 100,000 ``[`` would
+    raise RecursionError; ``int()`` of 5,000 digits raises ValueError)."""
+    import yaml  # noqa: PLC0415
+
+    class SpecLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            try:
+                if self.depth > SPEC_MAX_DEPTH:
+                    raise yaml.composer.ComposerError(
+                        None,
+                        None,
+                        f"the spec nests deeper than {SPEC_MAX_DEPTH} levels",
+                        self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def construct_yaml_int(self, node: Any) -> Any:
+            digits = sum(c.isalnum() for c in str(node.value))
+            if digits > SPEC_MAX_NUMBER_DIGITS:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"a number of {digits} digits is too long (at most {SPEC_MAX_NUMBER_DIGITS})",
+                    node.start_mark,
+                )
+            return super().construct_yaml_int(node)
+
+    SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
+    loader = SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
 
 
 def validate_spec(

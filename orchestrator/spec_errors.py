@@ -22,6 +22,9 @@ class SpecError(Exception):
         self.hint = hint or "fix the spec and run `gmi-fsm spec check FILE` again"
         lines = [f"{path}: the build spec is not valid"]
         for i in issues:
+            if i.line is None and not i.field:  # about the file itself, e.g. "file not found"
+                lines.append(f"  {path}: {i.message}")
+                continue
             where = f"{path}:{i.line}" if i.line else path
             lines.append(f"  {where}: {i.field or '(top level)'}: {i.message}")
         super().__init__("\n".join(lines))

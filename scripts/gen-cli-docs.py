@@ -67,7 +67,35 @@ def render() -> str:
         "| `GMI_FSM_DB` | the event database (same as `--db`) |",
         "| `GMI_FSM_BUSY_TIMEOUT_MS` | how long a writer waits for a locked database (default 5000) |",
         "| `GMI_FSM_FAULT_KILL_AFTER_SEQ` | tests only: SIGKILL the runner right after the event "
-        "with this seq |",
+        "with this seq (a whole number; anything else is refused with exit 8 before a database is "
+        "created) |",
+        "",
+        "## Bad input, and what it exits with",
+        "",
+        "Each of these is a one-line `error:` and a `hint:`, never a traceback, and writes nothing",
+        "(no event, and no database where there was none); tests/orchestrator/test_bad_input.py and the",
+        "tests named in [testing.md](testing.md) hold one case each.",
+        "",
+        "| input | exit |",
+        "|---|---:|",
+        "| a spec with a wrong type, an unknown key, a missing key: the field and the line | 3 |",
+        "| a spec number that is `.inf`, `.nan`, or out of range (timeouts over a week, retry delays over "
+        "an hour, Hyper-V memory over 12 TiB, disks over 64 TiB): the field and the line | 3 |",
+        "| a spec nested deeper than 64 levels, or holding a number of over 100 digits: the line | 3 |",
+        "| a spec path that is /dev/zero, a FIFO, a folder, a device, or a file over 1 MiB: refused before "
+        "it is opened for reading (a FIFO is never opened blocking) | 3 |",
+        "| a `file:` secret that is not a regular file of at most 1 MiB | 11 |",
+        "| a second `run --resume`, `resume` (with or without `--decision`) or `abort` while one runs, "
+        "whatever path (symlink, hard link, relative, bind mount) names the database | 6 |",
+        "| a database with several hard links, or open in another process by another path | 8 |",
+        "| a full disk while appending: `disk full`, the database's path and how to free space; the "
+        "transaction is rolled back whole and the build resumes once space is freed | 14 |",
+        "| a write command on a log that fails `verify`: the first bad seq named, nothing run or "
+        "written | 9 |",
+        "| `status` or `replay` on a log whose hash chain or head is broken: \"tampered\" and the seq | 9 |",
+        "| `replay --until` 0 or below | 2 |",
+        "| `verify --against` a file that is not an event log of this build | 2 |",
+        "| a second Ctrl-C or SIGTERM while an interrupted run winds down | 130 |",
         "",
         "## Commands",
     ]

@@ -3,13 +3,20 @@ writes; each has --json."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchestrator.cli.errors import user_errors
 from orchestrator.cli.main import cli, emit_json, fail, json_option, store_for
 from orchestrator.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from orchestrator.integrity import BuildVerification
 
 
 @cli.command("list")
@@ -49,7 +56,7 @@ def status(ctx: click.Context, build_id: str, as_json: bool) -> None:
     """Show where build ID is, and what it needs to go on."""
     from orchestrator import builds  # noqa: PLC0415
 
-    with user_errors():
+    with user_errors(), tampered_report(build_id, as_json):
         st = builds.load_state(store_for(ctx, readonly=True), build_id)
     data = {
         "build_id": st.build_id,
@@ -142,7 +149,9 @@ def _summary(type_: str, p: dict[str, object]) -> str:
 
 @cli.command()
 @click.argument("build_id", metavar="ID")
-@click.option("--until", "until_seq", type=int, help="Stop after this event seq.")
+@click.option(
+    "--until", "until_seq", type=click.IntRange(min=1), help="Stop after this event seq (1 or more)."
+)
 @json_option
 @click.pass_context
 def replay(ctx: click.Context, build_id: str, until_seq: int | None, as_json: bool) -> None:
@@ -150,7 +159,7 @@ def replay(ctx: click.Context, build_id: str, until_seq: int | None, as_json: bo
     from events.errors import CorruptStreamError  # noqa: PLC0415
     from orchestrator import builds  # noqa: PLC0415
 
-    with user_errors():
+    with user_errors(), tampered_report(build_id, as_json):
         store = store_for(ctx, readonly=True)
         try:
             st = builds.replay(store, build_id, until_seq)
@@ -190,7 +199,7 @@ def audit(ctx: click.Context, build_id: str, fmt: str, as_json: bool) -> None:
 
     with user_errors():
         store = store_for(ctx, readonly=True)
-        st = builds.load_state(store, build_id)
+        st = builds.load_state(store, build_id, verified=False)  # it reports a broken chain
         report = audit_report(st, store.read(build_id), store.verify(build_id))
     if as_json or fmt == "json":
         emit_json(report)
@@ -201,37 +210,105 @@ def audit(ctx: click.Context, build_id: str, fmt: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("build_id", metavar="ID", required=False)
 @click.option("--all", "all_", is_flag=True, help="Verify every build in the database.")
+@click.option(
+    "--against",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also compare the build with this exported event log (a package's .events.jsonl), "
+    "naming the first divergence.",
+)
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, build_id: str | None, all_: bool, as_json: bool) -> None:
-    """Check the hash chain of build ID (or --all): any edited, deleted, inserted or
-    reordered event is found, and the first bad seq named."""
+def verify(ctx: click.Context, build_id: str | None, all_: bool, against: Path | None, as_json: bool) -> None:
+    """Check build ID (or --all): its hash chain (any edited, deleted, inserted or
+    reordered event), its recorded head, its stored outputs, and the records of its
+    head in its package; the first bad seq is named."""
     from orchestrator import builds  # noqa: PLC0415
+    from orchestrator.log_compare import WrongLog  # noqa: PLC0415
 
     if bool(build_id) == all_:
         fail("give a build ID or --all", ExitCode.USAGE)
+    if against is not None and build_id is None:
+        fail("--against needs a build ID (it compares one build)", ExitCode.USAGE)
     with user_errors():
-        reports = builds.verify(store_for(ctx, readonly=True), build_id)
-    bad = [r for r in reports if not r.ok]
+        try:
+            reports = builds.verify(store_for(ctx, readonly=True), build_id, against=against)
+        except WrongLog as exc:
+            fail(str(exc), ExitCode.USAGE, "give the .events.jsonl a package of this build carries")
     if as_json:
-        emit_json(
-            [
-                {
-                    "build_id": r.build_id,
-                    "ok": r.ok,
-                    "events": r.events,
-                    "first_bad_seq": r.first_bad_seq,
-                    "reason": r.reason,
-                    "head_hash": r.head_hash,
-                }
-                for r in reports
-            ]
-        )
+        emit_json([_verification_json(r) for r in reports])
     else:
         for r in reports:
-            if r.ok:
-                click.echo(f"ok    {r.build_id}: {r.events} events, head {r.head_hash[:16]}…")
-            else:
-                click.echo(f"BAD   {r.build_id}: first bad seq {r.first_bad_seq}: {r.reason}")
-    if bad:
+            _print_verification(r)
+    if any(not r.ok for r in reports):
         sys.exit(int(ExitCode.VERIFY_FAILED))
+
+
+def _verification_json(r: BuildVerification) -> dict[str, Any]:
+    against = None
+    if r.against is not None:
+        d = r.against.first_divergence
+        against = {
+            "file": r.against.file,
+            "events": r.against.events,
+            "first_divergence": None if d is None else {"seq": d.seq, "kind": d.kind, "detail": d.detail},
+        }
+    return {
+        "build_id": r.build_id,
+        "ok": r.ok,
+        "events": r.chain.events,
+        "first_bad_seq": r.first_bad_seq,
+        "reason": r.reason,
+        "head_hash": r.chain.head_hash,
+        "problems": [{"kind": p.kind, "seq": p.seq, "detail": p.detail} for p in r.problems],
+        "blobs_checked": r.blobs_checked,
+        "consulted": r.consulted,
+        "against": against,
+    }
+
+
+def _print_verification(r: BuildVerification) -> None:
+    if r.ok:
+        extra = f", {r.blobs_checked} stored outputs re-hashed" if r.blobs_checked else ""
+        extra += f", {len(r.consulted)} package records consulted" if r.consulted else ""
+        click.echo(f"ok    {r.build_id}: {r.chain.events} events, head {r.chain.head_hash[:16]}…{extra}")
+    else:
+        click.echo(f"BAD   {r.build_id}: first bad seq {r.first_bad_seq}: {r.reason}")
+        for p in r.problems[1:] if len(r.problems) > 1 else []:
+            click.echo(f"      also seq {p.seq} ({p.kind}): {p.detail}")
+    if r.against is not None:
+        d = r.against.first_divergence
+        if d is None:
+            more = r.against.database_head - r.against.events
+            tail = f"; the database goes on to seq {r.against.database_head}" if more > 0 else ""
+            click.echo(f"      matches {r.against.file} (seq 1 to {r.against.events}){tail}")
+        else:
+            click.echo(
+                f"      against {r.against.file}: first divergence at seq {d.seq} ({d.kind}): {d.detail}"
+            )
+
+
+@contextlib.contextmanager
+def tampered_report(build_id: str, as_json: bool) -> Iterator[None]:
+    """status and replay on a log that fails its hash chain: say "tampered" with the
+    first bad seq, and exit 9 (JSON too, with --json)."""
+    from events.errors import TamperedError  # noqa: PLC0415
+
+    try:
+        yield
+    except TamperedError as exc:
+        if as_json:
+            emit_json(
+                {
+                    "build_id": build_id,
+                    "ok": False,
+                    "tampered": True,
+                    "first_bad_seq": exc.seq,
+                    "reason": exc.reason,
+                }
+            )
+            sys.exit(int(ExitCode.VERIFY_FAILED))
+        fail(
+            f"build {build_id}: the event log is tampered: first bad seq {exc.seq}: {exc.reason}",
+            ExitCode.VERIFY_FAILED,
+            f"`gmi-fsm verify {build_id}` shows every problem; the log cannot be trusted",
+        )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from orchestrator.cli.errors import user_errors
-from orchestrator.cli.main import cli, emit_json, fail, json_option, store_for
+from orchestrator.cli.main import cli, emit_json, fail, json_option, sigterm_as_interrupt, store_for
 from orchestrator.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -60,22 +60,30 @@ def run(
         prepared = builds.prepare(spec) if spec is not None else None
         if prepared is not None:
             builds.check_secrets(prepared.spec, prepared.spec_path.parent)
-        store = store_for(ctx)
         if resume_id is None:
             assert prepared is not None
-            build_id = builds.request(store, prepared)
-        else:
-            build_id = resume_id
-            state = builds.load_state(store, build_id)
+            store = store_for(ctx)  # creates the database if it is not there yet
+            build_id = builds.new_build_id(prepared.spec.name)
+            # The new build's lock before its first event: from the moment `list` can
+            # show it, a `run --resume` of it is refused.
+            with builds.runner(ctx.obj, build_id):
+                builds.request(store, prepared, build_id)
+                _drive(store, build_id, verbose=verbose, as_json=as_json)
+            return
+        # The runner lock first: a second runner stops before it opens, reads or sends
+        # anything (orchestrator/runlock.py); then the log must verify.
+        with builds.runner(ctx.obj, resume_id):
+            store = store_for(ctx)
+            state = builds.load_state(store, resume_id)
             if prepared is not None:
-                builds.change_spec(store, build_id, prepared)
+                builds.change_spec(store, resume_id, prepared)
             elif state.terminal:
                 fail(
-                    f"build {build_id} has already {state.status}",
+                    f"build {resume_id} has already {state.status}",
                     ExitCode.BUILD_ENDED,
                     "start a new build with `gmi-fsm run SPEC`",
                 )
-        _drive(store, build_id, verbose=verbose, as_json=as_json)
+            _drive(store, resume_id, verbose=verbose, as_json=as_json)
 
 
 @cli.command()
@@ -106,7 +114,9 @@ def resume(
     """Continue build ID (same as `run --resume ID`); decide first if it is paused."""
     from orchestrator import builds  # noqa: PLC0415
 
-    with user_errors():
+    # Decisions take the runner lock too, before anything is read: of two operators
+    # deciding at once, exactly one records a decision; the other exits 6.
+    with user_errors(), builds.runner(ctx.obj, build_id):
         store = store_for(ctx)
         state = builds.load_state(store, build_id)
         if state.terminal:
@@ -150,7 +160,7 @@ def abort(ctx: click.Context, build_id: str, reason: str, keep: bool, as_json: b
     """
     from orchestrator import builds  # noqa: PLC0415
 
-    with user_errors():
+    with user_errors(), builds.runner(ctx.obj, build_id):
         store = store_for(ctx)
         state = builds.load_state(store, build_id)
         if state.terminal:
@@ -248,7 +258,15 @@ async def _run_with_signals(
         raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)  # which restores SIG_DFL: a second SIGTERM would kill
+        if stopped:
+            # Interrupted: exit 130 follows whatever comes next; another Ctrl-C or SIGTERM
+            # while this run winds down must not turn it into a death by signal (143).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, sigterm_as_interrupt)
 
 
 def _observer(build_id: str, *, verbose: bool, as_json: bool) -> object:

@@ -79,9 +79,14 @@ def store_for(ctx: click.Context, *, readonly: bool = False) -> SqliteEventStore
     from orchestrator.builds import open_store  # noqa: PLC0415
 
     try:
-        return open_store(ctx.obj, readonly=readonly)
+        store = open_store(ctx.obj, readonly=readonly)
     except StoreError as exc:
         fail(str(exc), ExitCode.STORE_ERROR, exc.hint)
+    # Closed when the command ends, however it ends: the last connection to close folds
+    # the write-ahead log into the database file (and releases its name, see
+    # events/filelock.py), rather than leaving it beside the path this process used.
+    ctx.call_on_close(store.close)
+    return store
 
 
 def _register() -> None:
@@ -98,7 +103,17 @@ def _register() -> None:
     )
 
 
+def sigterm_as_interrupt(signum: int = 0, frame: object = None) -> None:
+    """SIGTERM outside a run's event loop is Ctrl-C: it ends the command with exit 130
+    ("interrupted"), never the shell's 143 for a process killed by the signal. A run
+    installs its own handler while it drives a build (cmd_run)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal  # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     _register()
     try:
         cli.main(args=argv, prog_name="gmi-fsm", standalone_mode=False)

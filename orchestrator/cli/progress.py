@@ -1,6 +1,9 @@
 """Human progress on a terminal: one line per stage and step, with durations.
 
-Off a terminal, the structured log (JSON lines) is the progress instead.
+Off a terminal, the structured log (JSON lines) is the progress instead. Everything a
+command or a build says (output, error text, names, messages) is escaped before it
+meets rich's markup: ``[/bold]`` in a command's stderr would otherwise end the run
+with a MarkupError, and ``[link=...]`` would print a link.
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from orchestrator.targets.base import Stream
 from states.stages import stage_by_name
@@ -34,24 +39,24 @@ class ConsoleProgress:
 
     def stage_entered(self, stage: str) -> None:
         title = stage_by_name(stage).title
-        self.console.print(f"{self._clock()} [bold cyan]▶ {title}[/] [dim]({stage})[/]")
+        self.console.print(f"{self._clock()} [bold cyan]▶ {escape(title)}[/] [dim]({escape(stage)})[/]")
 
     def step_started(self, step: Step, attempt: int, note: str) -> None:
         extra = f" [dim](attempt {attempt})[/]" if attempt > 1 else ""
         label = step.description or step.name
-        self.console.print(f"{self._clock()}   … {label}{extra}", highlight=False)
+        self.console.print(f"{self._clock()}   … {escape(label)}{extra}", highlight=False)
 
     def step_output(self, step: Step, stream: Stream, data: bytes) -> None:
         if self.verbose:
             for line in data.decode("utf-8", "replace").splitlines():
-                self.console.print(f"        [dim]{line}[/]", highlight=False, markup=False)
+                self.console.print(Text(f"        {line}", style="dim"), highlight=False)
 
     def step_finished(self, step: Step, outcome: str, duration_s: float, detail: str) -> None:
         icon = _ICONS.get(outcome, "?")
-        tail = f" [red]{detail}[/]" if detail and outcome not in ("succeeded",) else ""
+        tail = f" [red]{escape(detail)}[/]" if detail and outcome not in ("succeeded",) else ""
         self.console.print(
-            f"{self._clock()}   {icon} {step.name} [dim]{duration_s:.1f}s[/]{tail}", highlight=False
+            f"{self._clock()}   {icon} {escape(step.name)} [dim]{duration_s:.1f}s[/]{tail}", highlight=False
         )
 
     def message(self, text: str) -> None:
-        self.console.print(f"{self._clock()} {text}", highlight=False)
+        self.console.print(f"{self._clock()} {escape(text)}", highlight=False)

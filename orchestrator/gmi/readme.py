@@ -10,6 +10,7 @@ from events.store import RecordedEvent
 from orchestrator.gmi.manifest import Manifest
 from orchestrator.gmi.naming import METADATA, GmiNames
 from orchestrator.gmi.sidecar import Sidecar
+from orchestrator.markdown import cell, code, code_cell, plain
 from states.stages import STAGE_NAMES, stage_by_name
 
 MAX_STEPS_PER_STAGE = 12  # the readme summarizes; `gmi-fsm audit` has everything
@@ -63,7 +64,7 @@ def _first_line(text: str, width: int = 90) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     first = lines[0] if lines else ""
     more = len(lines) > 1 or len(first) > width
-    return (first[:width] + (" …" if more else "")).replace("|", "\\|")
+    return first[:width] + (" …" if more else "")
 
 
 def _v(value: object) -> str:
@@ -85,8 +86,10 @@ def render_readme(
     out: list[str] = []
     add = out.append
     title = x.os_pretty_name or f"{m.os} {m.version}"
-    add(f"# {names.stem}: {title}\n")
-    add(f"{m.description}\n")
+    # Facts from the guest and spec values are content: orchestrator.markdown keeps
+    # their fences, pipes, newlines, HTML and links from becoming the readme's own.
+    add(f"# {names.stem}: {plain(title)}\n")
+    add(f"{plain(m.description)}\n")
     if names.is_disk_only:
         add(
             "> **A disk-only GMI: not importable by vmgenie.** It was built without Hyper-V (on the\n"
@@ -117,13 +120,13 @@ def render_readme(
         ("Source", m.source_url),
         (
             "Built by",
-            f"gmi-fsm {_v(x.build.gmi_fsm_version)}, build `{_v(x.build.id)}` ({x.build.host_kind} host)",
+            f"gmi-fsm {_v(x.build.gmi_fsm_version)}, build {_v(x.build.id)} ({x.build.host_kind} host)",
         ),
     ]
     if x.parent is not None:
-        rows.append(("Finished from", f"`{x.parent.package}` (sha256 `{x.parent.sha256}`)"))
+        rows.append(("Finished from", f"{x.parent.package} (sha256 {x.parent.sha256})"))
     for label, value in rows:
-        add(f"| {label} | {_v(value)} |")
+        add(f"| {label} | {cell(_v(value))} |")
     add("")
     add(
         f"vmgenie reads only the twelve keys of `{names.manifest}`; every other fact above is in "
@@ -132,8 +135,8 @@ def render_readme(
     add("## How it was built\n")
     add(
         "Every command gmi-fsm sent was recorded, before and after it ran, in a hash-chained "
-        f"event log (`{names.events}`, head `{x.event_log.head_hash}` at seq "
-        f"{x.event_log.seq}). Stages and their steps, summarized from that log:\n"
+        f"event log ({code(names.events)}, head {code(x.event_log.head_hash)} at seq "
+        f"{plain(x.event_log.seq)}). Stages and their steps, summarized from that log:\n"
     )
     stages = summarize(events)
     if not stages:
@@ -141,17 +144,18 @@ def render_readme(
     for st in stages:
         title_ = stage_by_name(st.stage).title if st.stage in STAGE_NAMES else st.stage
         state = "completed" if st.completed_at else "in progress when documented"
-        add(f"### {title_} (`{st.stage}`, {state})\n")
+        add(f"### {plain(title_)} ({code(st.stage)}, {state})\n")
         if not st.steps:
             add("No commands.\n")
             continue
         add("| step | on | command | outcome |\n|---|---|---|---|")
         for s in st.steps[:MAX_STEPS_PER_STAGE]:
             ec = f" (exit {s.exit_code})" if s.exit_code is not None else ""
-            add(f"| {s.name} | {s.target} | `{s.command}` | {s.outcome}{ec} |")
+            cells = [cell(s.name), cell(s.target), code_cell(s.command), cell(s.outcome) + cell(ec)]
+            add("| " + " | ".join(cells) + " |")
         hidden = len(st.steps) - MAX_STEPS_PER_STAGE
         if hidden > 0:
-            add(f"| … | | {hidden} more steps: see `gmi-fsm audit {x.build.id}` | |")
+            add(f"| … | | {hidden} more steps: see {code_cell(f'gmi-fsm audit {x.build.id}')} | |")
         add("")
     add("## Caveats\n")
     for caveat in caveats(x):
@@ -160,7 +164,9 @@ def render_readme(
     add("## How to use it\n")
     add(usage(m, names))
     add("## Checksums\n")
-    add(f"- `{names.disk_entry}`: sha256 `{m.disk_sha256}` (also `checksum_sha256` in `{names.manifest}`)")
+    add(
+        f"- `{names.disk_entry}`: sha256 {code(m.disk_sha256)} (also `checksum_sha256` in `{names.manifest}`)"
+    )
     add(
         f"- The package itself (`{names.zip}`) cannot name its own digest: see `SHA256SUMS` and "
         f"`{names.provenance}` (in-toto / SLSA provenance) published beside it."

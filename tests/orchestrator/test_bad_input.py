@@ -371,6 +371,110 @@ CASES = [
     ),
     Case("unknown-command", ["frobnicate"], ExitCode.USAGE, ["No such command 'frobnicate'"]),
     Case(
+        "infinite-timeout",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:4: step_timeout_s: Input should be a finite number"],
+        spec=LOCAL + "step_timeout_s: .inf\n",
+    ),
+    Case(
+        "nan-retry-delay",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:8: hooks.0.retry_delay_s: Input should be a finite number"],
+        spec=LOCAL + "hooks:\n  - name: a\n    stage: provision\n    run: 'true'\n    retry_delay_s: .nan\n",
+    ),
+    Case(
+        "huge-hook-timeout",
+        ["run", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:8: hooks.0.timeout_s: Input should be less than or equal to 604800"],
+        spec=LOCAL + "hooks:\n  - name: a\n    stage: provision\n    run: 'true'\n    timeout_s: 1.0e+300\n",
+    ),
+    Case(
+        "huge-retry-delay",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:8: hooks.0.retry_delay_s: Input should be less than or equal to 3600"],
+        spec=LOCAL + "hooks:\n  - name: a\n    stage: provision\n    run: 'true'\n    retry_delay_s: 1.0e+9\n",
+    ),
+    Case(
+        "huge-hyperv-memory-and-disk",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        [
+            "spec.yaml:3: host.memory_mib: Input should be less than or equal to 12582912",
+            "spec.yaml:3: host.disk_gib: Input should be less than or equal to 65536",
+        ],
+        spec=HEADER
+        + "host: {kind: hyperv, host: h, vm_path: v, export_path: e, memory_mib: 99999999999999999999, "
+        + "disk_gib: 99999999999999999999}\n"
+        + "source: {iso: d.iso}\nguest: {user: u, ssh_private_key: 'file:k'}\n",
+    ),
+    Case(
+        "huge-qemu-timeout",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:3: host.boot_timeout_s: Input should be less than or equal to 604800"],
+        spec=HEADER
+        + "host: {kind: qemu, boot_timeout_s: 1.0e+20}\n"
+        + "source: {base_image: d.qcow2}\nguest: {user: u, ssh_private_key: 'file:k'}\n",
+    ),
+    Case(
+        "5000-digit-integer",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:4: (top level): not valid YAML: a number of 5000 digits is too long (at most 100)"],
+        spec=LOCAL + "step_timeout_s: " + "7" * 5000 + "\n",
+    ),
+    Case(
+        "deeply-nested-yaml",
+        ["run", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["spec.yaml:4: (top level): not valid YAML: the spec nests deeper than 64 levels"],
+        spec=LOCAL + "x: " + "[" * 100_000 + "]" * 100_000 + "\n",
+    ),
+    Case(
+        "deeply-nested-block-yaml",
+        ["spec", "check", "{spec}"],
+        ExitCode.SPEC_INVALID,
+        ["not valid YAML: the spec nests deeper than 64 levels"],
+        spec=LOCAL + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n",
+    ),
+    Case(
+        "fault-injection-not-a-number",
+        ["run", "{spec}"],
+        ExitCode.STORE_ERROR,
+        [
+            "GMI_FSM_FAULT_KILL_AFTER_SEQ='soon' is not a whole number",
+            "unset GMI_FSM_FAULT_KILL_AFTER_SEQ",
+        ],
+        spec=LOCAL,
+        env={"GMI_FSM_FAULT_KILL_AFTER_SEQ": "soon"},
+    ),
+    Case(
+        "fault-injection-negative",
+        ["run", "--resume", "{failed}"],
+        ExitCode.STORE_ERROR,
+        ["GMI_FSM_FAULT_KILL_AFTER_SEQ='-3' is not a whole number"],
+        db="base",
+        env={"GMI_FSM_FAULT_KILL_AFTER_SEQ": "-3"},
+    ),
+    Case(
+        "replay-until-negative",
+        ["replay", "{ok}", "--until", "-5"],
+        ExitCode.USAGE,
+        ["Invalid value for '--until': -5 is not in the range x>=1."],
+        db="base",
+    ),
+    Case(
+        "replay-until-zero",
+        ["replay", "{ok}", "--until", "0"],
+        ExitCode.USAGE,
+        ["Invalid value for '--until': 0 is not in the range x>=1."],
+        db="base",
+    ),
+    Case(
         "replay-until-garbage",
         ["replay", "{ok}", "--until", "soon"],
         ExitCode.USAGE,
@@ -505,3 +609,86 @@ def test_locked_database(base: dict[str, str | Path], tmp_path: Path) -> None:
     assert count_events(db) == before
     # Once the lock is gone, the same database works.
     assert run_cli("status", str(base["failed"]), db=db).returncode == 0
+
+
+def _limited(max_bytes: int) -> None:
+    """preexec_fn: cap the child's address space, so reading a spec without a size
+    cap fails here instead of eating the machine's memory."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+SPEC_FILES = {
+    # kind: (how to make it, what the message says)
+    "dev-zero": (lambda tmp: Path("/dev/zero"), "/dev/zero: is not a regular file (a character device)"),
+    "dev-null": (lambda tmp: Path("/dev/null"), "/dev/null: is not a regular file (a character device)"),
+    "fifo": (lambda tmp: _fifo(tmp / "spec.fifo"), "spec.fifo: is not a regular file (a FIFO)"),
+    "folder": (lambda tmp: tmp, "is not a regular file (a folder)"),
+    "huge-file": (lambda tmp: _huge(tmp / "huge.yaml"), "huge.yaml: is larger than 1048576 bytes"),
+}
+
+
+def _fifo(path: Path) -> Path:
+    import os
+
+    os.mkfifo(path)
+    return path
+
+
+def _huge(path: Path) -> Path:
+    with path.open("w") as f:
+        f.write(LOCAL)
+        for _ in range(40_000):
+            f.write("# " + "a spec has no business being this long " * 2 + "\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["spec check", "run"])
+@pytest.mark.parametrize("kind", sorted(SPEC_FILES))
+def test_spec_that_is_not_a_small_regular_file(kind: str, command: str, tmp_path: Path) -> None:
+    """/dev/zero, a FIFO no one writes to, a folder, a 3 MB file: a clear message at
+    once, in bounded memory (the child's address space is capped at 1 GiB), and no
+    database created."""
+    import time
+
+    from support.cli import CLI, cli_env
+
+    make, says = SPEC_FILES[kind]
+    path = make(tmp_path)
+    db = tmp_path / "events.db"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*CLI, *command.split(), str(path)],
+        env=cli_env(db),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        preexec_fn=lambda: _limited(1 << 30),
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == ExitCode.SPEC_INVALID, (proc.returncode, proc.stderr[-2000:])
+    assert says in proc.stderr, proc.stderr
+    assert "hint: " in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 20
+    assert not db.exists()
+
+
+def test_secret_file_that_is_a_fifo(tmp_path: Path) -> None:
+    """A ``file:`` secret naming a FIFO no one writes to: refused at once (an open
+    would block forever), exit 11, nothing written."""
+    import os
+
+    os.mkfifo(tmp_path / "key.fifo")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(LOCAL + "guest: {ssh_private_key: 'file:key.fifo'}\n")
+    db = tmp_path / "events.db"
+    proc = run_cli("run", spec, db=db, timeout=30)
+    assert proc.returncode == ExitCode.SECRET_ERROR, proc.stderr
+    assert f"guest.ssh_private_key: secret file {tmp_path / 'key.fifo'} is not a regular file (a FIFO)" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert not db.exists()

@@ -4,6 +4,7 @@ either way the digest, head, tail, text and blob describe exactly the masked byt
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def _blob(blobs: BlobStore, sha256: str) -> bytes:
     return b"".join(blobs.read(sha256))
 
 
+def _open_spools(folder: Path) -> list[str]:
+    """Files in ``folder`` this process holds open. A spool file has no name (it is
+    never visible in the folder), but /proc/self/fd still shows where it lives."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder) + "/"):
+            found.append(target)
+    return found
+
+
 @pytest.mark.parametrize("size", [0, 1, HEAD_BYTES - 1, HEAD_BYTES])
 def test_an_output_that_fits_in_the_head_never_touches_the_disk(tmp_path, blobs, size):
     spool = tmp_path / "spool"
@@ -60,9 +76,10 @@ def test_an_output_past_the_head_spools_and_is_stored_whole(tmp_path, blobs, chu
     data = b"".join(b"line %06d\n" % i for i in range(3000))  # 33,000 bytes
     capture = OutputCapture(spool_dir=spool)
     _feed(capture, data, chunk)
-    assert len(list(spool.iterdir())) == 1, "one spool file for stdout, none for the empty stderr"
+    assert len(_open_spools(spool)) == 1, "one spool file for stdout, none for the empty stderr"
+    assert list(spool.iterdir()) == [], "the spool file has no name: a crash cannot leave it behind"
     out, err = capture.finish(blobs)
-    assert list(spool.iterdir()) == [], "the spool file is removed"
+    assert _open_spools(spool) == [], "the spool file is closed"
     assert (out.sha256, out.size) == (hashlib.sha256(data).hexdigest(), len(data))
     assert _blob(blobs, out.sha256) == data
     assert out.head == data[:HEAD_BYTES].decode()
@@ -95,11 +112,12 @@ def test_a_secret_split_across_the_spill_point_is_masked_everywhere(tmp_path, bl
     assert SECRET not in out.head + out.tail + (capture.stdout_text() or "")
 
 
-def test_discard_removes_the_spool_file(tmp_path):
+def test_discard_closes_the_spool_file(tmp_path):
     small, large = OutputCapture(spool_dir=tmp_path), OutputCapture(spool_dir=tmp_path)
     small("stdout", b"hi\n")
     large("stderr", b"z" * 2 * HEAD_BYTES)  # past the head, even with bytes held back by the redactor
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(_open_spools(tmp_path)) == 1
     small.discard()
     large.discard()
+    assert _open_spools(tmp_path) == []
     assert list(tmp_path.iterdir()) == []

@@ -90,6 +90,10 @@ def test_local_build_succeeds_and_every_read_command_shows_it(tmp_path: Path) ->
             "first_bad_seq": None,
             "reason": "",
             "head_hash": status["head_hash"],
+            "problems": [],
+            "blobs_checked": 0,  # every output fitted in its event
+            "consulted": [],  # a local build writes no package
+            "against": None,
         }
     ]
     assert cli_json("verify", "--all", db=db)[0]["ok"] is True

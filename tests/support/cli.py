@@ -94,10 +94,13 @@ def cli_json(*args: str | Path, db: Path | None, env: Mapping[str, str] | None =
 
 def build_ids(db: Path) -> list[str]:
     """Build ids straight from the events table (works even after a crash)."""
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)  # closed, not only committed (`with` would leave it open)
+    try:
         return [
             r[0] for r in conn.execute("SELECT build_id FROM events GROUP BY build_id ORDER BY MIN(position)")
         ]
+    finally:
+        conn.close()
 
 
 def event_rows(db: Path, build_id: str | None = None) -> list[tuple[str, int, str, str]]:
