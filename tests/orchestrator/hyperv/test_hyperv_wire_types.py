@@ -127,19 +127,20 @@ def test_each_parameter_has_its_declared_type_on_the_wire(name: str, big: int) -
 
 
 def test_the_transfer_offsets_cross_as_int64() -> None:
-    for name in ("file-read-chunk", "file-write-chunk"):
+    for name in ("file-read-pieces", "file-write-pieces", "file-digest"):
         for big in BIG:
             values = _values(name, big)
             bound = _bound(_create_pipeline_xml(name, values))
-            assert bound["Offset"].tag == "I64"
-            assert int(bound["Offset"].text or "") == big
+            offset = "PrefixLength" if name == "file-digest" else "Offset"
+            assert bound[offset].tag == "I64"
+            assert int(bound[offset].text or "") == big
 
 
 def test_what_bare_pypsrp_would_have_sent() -> None:
     # The defect this guards against: pypsrp's own choice for an untagged int.
     pool, shell = _opened_pool()
-    untagged = {"Path": "x", "Offset": 2**31, "Length": 1}
-    pipeline(pool, script_text("file-read-chunk"), untagged).begin_invoke()  # type: ignore[arg-type]
+    untagged = {"Path": "x", "Offset": 2**31, "Length": 1, "PieceBytes": 1}
+    pipeline(pool, script_text("file-read-pieces"), untagged).begin_invoke()  # type: ignore[arg-type]
     payload = next(p for k, p in _messages(shell.fragments) if k == CREATE_PIPELINE)
     assert _bound(ET.fromstring(payload))["Offset"].tag == "I32"
 
