@@ -134,6 +134,8 @@ class HyperVSimulator:
             st.setdefault("smb_shares", {})
             # Host folder -> a folder of this machine holding its files (see mount()).
             st.setdefault("mounts", {})
+            # Bytes of placeholder content New-VM puts in a new VHDX (something to transfer).
+            st.setdefault("new_vhdx_bytes", 0)
             # What Msvm_SecureBootTemplate lists; [] plays a host that cannot say.
             st.setdefault("secure_boot_templates", list(KNOWN_TEMPLATES))
             st.setdefault("files", {})
@@ -181,6 +183,12 @@ class HyperVSimulator:
         with self._locked() as st:
             st["mounts"][host_folder.rstrip("\\")] = str(local)
             st["dirs"][_key(host_folder.rstrip("\\"))] = host_folder.rstrip("\\")
+
+    def set_new_vhdx_bytes(self, n: int) -> None:
+        """New-VM makes its VHDX this many bytes bigger (placeholder content): an export
+        worth transferring."""
+        with self._locked() as st:
+            st["new_vhdx_bytes"] = n
 
     def add_smb_share(self, name: str, host_folder: str) -> None:
         """A share as New-SmbShare makes one: ``Get-SmbShare -Name name`` reports its folder."""
@@ -793,7 +801,8 @@ def _new_vm(
     st: dict[str, Any], name: str, vm_path: str, vhd: str, disk_gib: int, memory_mib: int, switch: str
 ) -> dict[str, Any]:
     """New-VM: a Generation 2 VM with a new VHDX, and no Notes (New-VM cannot set them)."""
-    _write(st, vhd, f"SIMULATED VHDX {name} {disk_gib} GiB\n".encode())
+    filler = hashlib.shake_256(name.encode()).digest(st["new_vhdx_bytes"]) if st["new_vhdx_bytes"] else b""
+    _write(st, vhd, f"SIMULATED VHDX {name} {disk_gib} GiB\n".encode() + filler)
     _count(st, "New-VM")
     vm: dict[str, Any] = {
         "name": name,

@@ -128,6 +128,13 @@ class SmbSession:
         with smb_errors(self.login, "logging in to"):
             smbclient.register_session(self.login.server, **self._kwargs())
 
+    def list_top(self) -> list[str]:
+        """Log in and list the share's top folder (what `gmi-fsm hyperv check` tries)."""
+        self.connect()
+        top = f"\\\\{self.login.server}\\{self.login.share}"
+        with smb_errors(self.login, "listing"):
+            return list(smbclient.listdir(top, **self._kwargs()))
+
     def open_writer(self, host_path: str, offset: int) -> SmbWriter:
         """The file at ``host_path`` opened for writing and cut at ``offset`` (0: made anew;
         its folder is made when missing)."""
