@@ -291,7 +291,7 @@ class HyperVHost:
         out = Path(self.spec.output.dir)
         local = (out if out.is_absolute() else self.base_dir / out) / "export" / self.spec.vm_name
         # The ownership marker stays on the host: it is gmi-fsm's, not part of the GMI.
-        arts = await download_folder(
+        fetched = await download_folder(
             self.executor,
             remote,
             local,
@@ -299,6 +299,7 @@ class HyperVHost:
             sink=sink,
             skip=frozenset({EXPORT_MARKER}),
         )
+        arts = [f.artifact() for f in fetched]
         # The names packaging reads: the local Export-VM folder and its VHDX.
         disk = f"Virtual Hard Disks/{self.spec.vm_name}.vhdx"
         vhdx = [a for a in arts if a.name == disk]

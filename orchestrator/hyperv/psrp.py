@@ -229,7 +229,7 @@ class PsrpExecutor:
         reused = self._session is not None
         ps = pipeline(self._pool(), script, params)
         try:
-            _invoke(ps, pieces)
+            begin(ps, pieces)
         except WSManFaultError as exc:
             if not reused:
                 raise
@@ -239,7 +239,7 @@ class PsrpExecutor:
             log.info("the PowerShell session on %s is gone (%s); opening a new one", self.label, exc)
             self._drop(graceful=False)
             ps = pipeline(self._pool(), script, params)
-            _invoke(ps, pieces)
+            begin(ps, pieces)
         return ps
 
     def _finish(
@@ -267,7 +267,7 @@ class PsrpExecutor:
         return result
 
 
-def _invoke(ps: PowerShell, pieces: list[str]) -> None:
+def begin(ps: PowerShell, pieces: list[str]) -> None:
     """Start the pipeline; with ``pieces``, send each as one pipeline input object (pypsrp
     sends them after CreatePipeline, fragmented to the envelope size, then the end of
     input) before returning: the script reads them as ``$input``."""

@@ -98,9 +98,33 @@ class Uploaded:
     sent: int = 0
     """Bytes this attempt sent."""
     hash_s: float = 0.0
-    """Time spent on digests: the local file's, and the host's checks."""
+    """Seconds for the local file's digest and the host's check for the file."""
     send_s: float = 0.0
+    """Seconds from opening the channel (the SMB login) to the host confirming the last byte."""
     commit_s: float = 0.0
+    """Seconds for the host to hash the whole part file and give it its name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One file :func:`download_folder` brought here."""
+
+    name: str
+    """Its path relative to the folder, with ``/``."""
+    path: Path
+    sha256: str
+    size: int
+    skipped: bool
+    """It was here already with the host's sha256."""
+    channel: str = ""
+    resumed_from: int = 0
+    hash_s: float = 0.0
+    """Seconds for the host's digest of the source."""
+    send_s: float = 0.0
+    """Seconds from opening the file on the host to the last byte here (hashed as it came)."""
+
+    def artifact(self, kind: str = "export-file") -> Artifact:
+        return Artifact(name=self.name, path=str(self.path), sha256=self.sha256, size=self.size, kind=kind)
 
 
 def sha256_file(path: Path, prefix_length: int = 0) -> tuple[str, int, str]:
@@ -185,6 +209,7 @@ async def upload_file(
     if there.exit == 0 and (there.facts.get("sha256"), there.facts.get("size")) == (sha, str(size)):
         sink("stdout", f"{remote} already on the host with sha256 {sha}\n".encode())
         return Uploaded(remote, sha, size, skipped=True, hash_s=round(time.monotonic() - t0, 3))
+    t_send = time.monotonic()
     channel = await open_channel(executor, options.smb, call_timeout_s=options.call_timeout_s)
     try:
         channel.check_path(remote)
@@ -192,7 +217,6 @@ async def upload_file(
         start = 0
         if candidate:
             start = await _verified_remote_prefix(executor, part, candidate, prefix_sha, options, sink)
-        t_send = time.monotonic()
         _checkpoint(
             {
                 "direction": "upload",
@@ -287,10 +311,10 @@ async def download_folder(
     options: TransferOptions,
     sink: OutputSink,
     skip: frozenset[str] = frozenset(),
-) -> list[Artifact]:
+) -> list[Fetched]:
     """Copy every file under the host folder ``remote_dir`` to ``local_dir`` (but the
     relative paths in ``skip``), each verified by sha256; resume an earlier attempt's
-    partial copy. Returns them as artifacts."""
+    partial copy."""
     keep_big_buffers()
     listing = await run_script(executor, "file-list", {"Path": remote_dir}, timeout_s=options.call_timeout_s)
     entries = []
@@ -304,30 +328,29 @@ async def download_folder(
         listed = int(str(entry.get("size", "0")) or 0)
         entries.append((rel, ntpath.join(remote_dir, *parts), local_dir.joinpath(*parts), listed))
     channel: Channel | None = None
-    artifacts = []
+    fetched = []
     try:
         for rel, remote, local, listed in entries:
             if channel is None:
                 channel = await open_channel(executor, options.smb, call_timeout_s=options.call_timeout_s)
-            digest, size = await _download(executor, channel, remote, local, listed, options, sink)
-            artifacts.append(
-                Artifact(name=rel, path=str(local), sha256=digest, size=size, kind="export-file")
-            )
+            fetched.append(await _download(executor, channel, rel, remote, local, listed, options, sink))
     finally:
         if channel is not None:
             await channel.close()
-    return artifacts
+    return fetched
 
 
 async def _download(
     executor: PowerShellExecutor,
     channel: Channel,
+    rel: str,
     remote: str,
     local: Path,
     listed_size: int,
     options: TransferOptions,
     sink: OutputSink,
-) -> tuple[str, int]:
+) -> Fetched:
+    t0 = time.monotonic()
     last = _last_checkpoint(remote, "download")
     # The source's digest and, in the same pass on the host, the prefix the last checkpoint names.
     src = await _digest(executor, remote, last.offset, options, listed_size)
@@ -335,7 +358,8 @@ async def _download(
         raise TargetError(f"{remote} is no longer on the host: {src.message}", retryable=True)
     sha, size = src.facts["sha256"], int(src.facts["size"])
     if local.is_file() and (await asyncio.to_thread(sha256_file, local))[:2] == (sha, size):
-        return sha, size
+        return Fetched(rel, local, sha, size, skipped=True, hash_s=round(time.monotonic() - t0, 3))
+    t_send = time.monotonic()
     channel.check_path(remote)
     part = local.with_name(local.name + PART_SUFFIX)
     start, hasher = 0, hashlib.sha256()
@@ -393,7 +417,17 @@ async def _download(
     os.replace(part, local)
     how = f"over {channel.name.upper()}" + (f", resumed at byte {start}" if start else "")
     sink("stdout", f"fetched {remote} ({size} bytes, sha256 {sha}, {how})\n".encode())
-    return sha, size
+    return Fetched(
+        rel,
+        local,
+        sha,
+        size,
+        skipped=False,
+        channel=channel.name,
+        resumed_from=start,
+        hash_s=round(t_send - t0, 3),
+        send_s=round(time.monotonic() - t_send, 3),
+    )
 
 
 def _verified_local_prefix(part: Path, offset: int, remote_prefix: str) -> tuple[int, hashlib._Hash]:

@@ -231,10 +231,10 @@ def test_psrp_moves_many_pieces_per_pipeline_each_call_confirmed(tmp_path: Path)
         assert all(len(piece) <= (PIECE_BYTES + 2) // 3 * 4 for piece in pieces)  # 1 MiB in base64
         assert sum(len(piece) for piece in pieces) < 12_000_000  # well under 50 MB per command
     rec.calls.clear()
-    arts = asyncio.run(
+    got = asyncio.run(
         download_folder(rec, "D:\\GMI\\build", tmp_path / "here", options=opts, sink=lambda s, d: None)
     )
-    assert [a.name for a in arts] == ["big.iso"]
+    assert [(f.name, f.channel, f.size, f.skipped) for f in got] == [("big.iso", "psrp", len(data), False)]
     assert (tmp_path / "here" / "big.iso").read_bytes() == data
     reads = [p for name, p, _ in rec.calls if name == "file-read-pieces"]
     assert [(p["Offset"], p["Length"], p["PieceBytes"]) for p in reads] == [
