@@ -37,21 +37,27 @@ PIECE_BYTES = 1 << 20
 CALL_BYTES = 8 << 20
 
 T = TypeVar("T")
+Confirmed = Callable[[int], None]
+"""``confirmed(end)``: every byte before ``end`` arrived and was confirmed (in order). It
+may be called from a worker thread."""
 
 
 class RemoteWriter(Protocol):
-    """A host file open for writing, cut at the offset it was opened at."""
+    """A host file open for writing, cut at the offset it was opened at. No more than the
+    ``window`` it was opened with is ever sent ahead of the host's confirmation."""
 
-    async def put(self, src: BinaryIO, offset: int, length: int) -> None:
+    async def put(self, src: BinaryIO, offset: int, length: int, confirmed: Confirmed) -> None:
         """Write ``length`` bytes of ``src`` (read from ``offset``) at ``offset``; returns
-        once the host confirmed them."""
+        once the host confirmed them all."""
         ...
 
     async def close(self) -> None: ...
 
 
 class RemoteReader(Protocol):
-    async def get(self, offset: int, length: int, take: Callable[[bytes], None]) -> None:
+    async def get(
+        self, offset: int, length: int, take: Callable[[bytes], None], confirmed: Confirmed
+    ) -> None:
         """Read ``length`` bytes at ``offset``, handing them to ``take`` in order."""
         ...
 
@@ -66,9 +72,9 @@ class Channel(Protocol):
         """Raise a TargetError now if this channel cannot reach ``host_path``."""
         ...
 
-    async def open_writer(self, host_path: str, offset: int) -> RemoteWriter: ...
+    async def open_writer(self, host_path: str, offset: int, *, window: int) -> RemoteWriter: ...
 
-    async def open_reader(self, host_path: str) -> RemoteReader: ...
+    async def open_reader(self, host_path: str, *, window: int) -> RemoteReader: ...
 
     async def close(self) -> None: ...
 
@@ -90,25 +96,26 @@ class PsrpChannel:
     def check_path(self, host_path: str) -> None:
         return None
 
-    async def open_writer(self, host_path: str, offset: int) -> RemoteWriter:
-        return _PsrpWriter(self, host_path)
+    async def open_writer(self, host_path: str, offset: int, *, window: int) -> RemoteWriter:
+        return _PsrpWriter(self, host_path, min(CALL_BYTES, window))
 
-    async def open_reader(self, host_path: str) -> RemoteReader:
-        return _PsrpReader(self, host_path)
+    async def open_reader(self, host_path: str, *, window: int) -> RemoteReader:
+        return _PsrpReader(self, host_path, min(CALL_BYTES, window))
 
     async def close(self) -> None:
         return None
 
 
 class _PsrpWriter:
-    def __init__(self, channel: PsrpChannel, host_path: str) -> None:
+    def __init__(self, channel: PsrpChannel, host_path: str, call_bytes: int) -> None:
         self.channel = channel
         self.host_path = host_path
+        self.call_bytes = call_bytes
 
-    async def put(self, src: BinaryIO, offset: int, length: int) -> None:
+    async def put(self, src: BinaryIO, offset: int, length: int, confirmed: Confirmed) -> None:
         pos, end = offset, offset + length
         while True:  # once at least: a call with no pieces makes an empty file
-            n = min(CALL_BYTES, end - pos)
+            n = min(self.call_bytes, end - pos)
             pieces, digest = await asyncio.to_thread(_encode, src, pos, n)
             got = await run_script(
                 self.channel.executor,
@@ -119,8 +126,8 @@ class _PsrpWriter:
                 input=pieces,
             )
             facts = got.facts
-            confirmed = (facts.get("written"), facts.get("sha256"), facts.get("size"))
-            if confirmed != (str(n), digest, str(pos + n)):
+            reported = (facts.get("written"), facts.get("sha256"), facts.get("size"))
+            if reported != (str(n), digest, str(pos + n)):
                 raise TransferDamagedError(
                     f"the host wrote other bytes to {self.host_path} at {pos} than were sent "
                     f"({facts.get('written')} bytes, sha256 {facts.get('sha256')}; sent {n}, {digest})",
@@ -128,6 +135,7 @@ class _PsrpWriter:
                     retryable=True,
                 )
             pos += n
+            confirmed(pos)
             if pos >= end:
                 return
 
@@ -136,14 +144,17 @@ class _PsrpWriter:
 
 
 class _PsrpReader:
-    def __init__(self, channel: PsrpChannel, host_path: str) -> None:
+    def __init__(self, channel: PsrpChannel, host_path: str, call_bytes: int) -> None:
         self.channel = channel
         self.host_path = host_path
+        self.call_bytes = call_bytes
 
-    async def get(self, offset: int, length: int, take: Callable[[bytes], None]) -> None:
+    async def get(
+        self, offset: int, length: int, take: Callable[[bytes], None], confirmed: Confirmed
+    ) -> None:
         pos, end = offset, offset + length
         while pos < end:
-            n = min(CALL_BYTES, end - pos)
+            n = min(self.call_bytes, end - pos)
             got = await run_script(
                 self.channel.executor,
                 "file-read-pieces",
@@ -162,6 +173,7 @@ class _PsrpReader:
                 )
             take(data)
             pos += n
+            confirmed(pos)
 
     async def close(self) -> None:
         return None
@@ -207,11 +219,12 @@ class SmbChannel:
         if share_relative(self.session.share_folder, host_path) is None:
             raise outside_share(self.session.login, self.session.share_folder, host_path)
 
-    async def open_writer(self, host_path: str, offset: int) -> RemoteWriter:
-        return _SmbWriter(await _threaded(lambda c: self.session.open_writer(host_path, offset)))
+    async def open_writer(self, host_path: str, offset: int, *, window: int) -> RemoteWriter:
+        opened = await _threaded(lambda c: self.session.open_writer(host_path, offset, window=window))
+        return _SmbWriter(opened)
 
-    async def open_reader(self, host_path: str) -> RemoteReader:
-        return _SmbReader(await _threaded(lambda c: self.session.open_reader(host_path)))
+    async def open_reader(self, host_path: str, *, window: int) -> RemoteReader:
+        return _SmbReader(await _threaded(lambda c: self.session.open_reader(host_path, window=window)))
 
     async def close(self) -> None:
         await asyncio.to_thread(self.session.close)
@@ -221,8 +234,8 @@ class _SmbWriter:
     def __init__(self, smb: SmbWriter) -> None:
         self.smb = smb
 
-    async def put(self, src: BinaryIO, offset: int, length: int) -> None:
-        await _threaded(lambda cancel: self.smb.put(src, offset, length, cancel))
+    async def put(self, src: BinaryIO, offset: int, length: int, confirmed: Confirmed) -> None:
+        await _threaded(lambda cancel: self.smb.put(src, offset, length, confirmed, cancel))
 
     async def close(self) -> None:
         await _threaded(lambda c: self.smb.close())
@@ -232,8 +245,10 @@ class _SmbReader:
     def __init__(self, smb: SmbReader) -> None:
         self.smb = smb
 
-    async def get(self, offset: int, length: int, take: Callable[[bytes], None]) -> None:
-        await _threaded(lambda cancel: self.smb.get(offset, length, take, cancel))
+    async def get(
+        self, offset: int, length: int, take: Callable[[bytes], None], confirmed: Confirmed
+    ) -> None:
+        await _threaded(lambda cancel: self.smb.get(offset, length, take, confirmed, cancel))
 
     async def close(self) -> None:
         await _threaded(lambda c: self.smb.close())

@@ -44,10 +44,12 @@ from smbprotocol.exceptions import (
 
 from orchestrator.targets.base import TargetError
 
-PIECE_BYTES = 1 << 20
-"""One SMB2 READ or WRITE (the negotiated maximum is 8 MiB on Samba and Windows)."""
-IN_FLIGHT = 16
-"""Requests sent before the first answer is waited for: 16 MiB on the wire."""
+PIECE_BYTES = 4 << 20
+"""One SMB2 READ or WRITE at most (the negotiated maximum is 8 MiB on Samba and Windows):
+smbprotocol frames each request in Python, so fewer, larger ones cost less CPU."""
+IN_FLIGHT_BYTES = 16 << 20
+"""At most this much is sent ahead of the server's answers (four requests of 4 MiB), and
+never more than the caller's window (a transfer's chunk)."""
 _CREDIT_BYTES = 65536  # one SMB2 credit per 64 KiB of payload (MS-SMB2 3.1.5.2)
 _MAX_CREDIT_REQUEST = 8192
 
@@ -135,9 +137,9 @@ class SmbSession:
         with smb_errors(self.login, "listing"):
             return list(smbclient.listdir(top, **self._kwargs()))
 
-    def open_writer(self, host_path: str, offset: int) -> SmbWriter:
+    def open_writer(self, host_path: str, offset: int, *, window: int = IN_FLIGHT_BYTES) -> SmbWriter:
         """The file at ``host_path`` opened for writing and cut at ``offset`` (0: made anew;
-        its folder is made when missing)."""
+        its folder is made when missing); at most ``window`` bytes in flight."""
         unc = self.unc(host_path)
         with smb_errors(self.login, f"opening {host_path} for writing through"):
             if offset == 0:
@@ -148,13 +150,13 @@ class SmbSession:
             else:
                 raw = smbclient.open_file(unc, mode="r+b", buffering=0, **self._kwargs())
                 raw.truncate(offset)
-        return SmbWriter(self.login, host_path, raw)
+        return SmbWriter(self.login, host_path, raw, window)
 
-    def open_reader(self, host_path: str) -> SmbReader:
+    def open_reader(self, host_path: str, *, window: int = IN_FLIGHT_BYTES) -> SmbReader:
         unc = self.unc(host_path)
         with smb_errors(self.login, f"opening {host_path} for reading through"):
             raw = smbclient.open_file(unc, mode="rb", buffering=0, share_access="r", **self._kwargs())
-        return SmbReader(self.login, host_path, raw)
+        return SmbReader(self.login, host_path, raw, window)
 
     def close(self) -> None:
         smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
@@ -163,7 +165,7 @@ class SmbSession:
 class _Pipeline:
     """Requests in flight on one open file, oldest first, within the server's credits."""
 
-    def __init__(self, login: SmbLogin, host_path: str, raw: Any) -> None:
+    def __init__(self, login: SmbLogin, host_path: str, raw: Any, window: int) -> None:
         self.login = login
         self.host_path = host_path
         self.raw = raw
@@ -172,8 +174,12 @@ class _Pipeline:
         self._conn = fd.connection
         self._ids = (fd.tree_connect.session.session_id, fd.tree_connect.tree_connect_id)
         multi = getattr(self._conn, "supports_multi_credit", True)
-        self.piece = PIECE_BYTES if multi else _CREDIT_BYTES
+        self.window = min(window, IN_FLIGHT_BYTES)
+        # Two requests in flight at least, or the wire idles while the next one is framed.
+        self.piece = max(_CREDIT_BYTES, min(PIECE_BYTES if multi else _CREDIT_BYTES, self.window // 2))
+        self.window = max(self.window, self.piece)
         self._pending: deque[tuple[Any, Callable[[Any], Any], int]] = deque()
+        self._in_flight = 0
 
     def _credits(self) -> int:
         window = self._conn.sequence_window
@@ -181,9 +187,9 @@ class _Pipeline:
 
     def room_for(self, nbytes: int) -> int:
         """How many of ``nbytes`` the next request may carry now (0: wait for an answer)."""
-        if len(self._pending) >= IN_FLIGHT:
-            return 0
         want = min(nbytes, self.piece)
+        if self._in_flight + want > self.window:
+            return 0
         have = self._credits()
         if credit_charge(want) <= have:
             return want
@@ -192,16 +198,18 @@ class _Pipeline:
     def send(self, message: Any, receive: Callable[[Any], Any], nbytes: int) -> None:
         charge = credit_charge(nbytes)
         # Ask for what this request uses and what keeps the window open.
-        target = IN_FLIGHT * credit_charge(self.piece)
+        target = (self.window // self.piece) * credit_charge(self.piece)
         ask = min(_MAX_CREDIT_REQUEST, charge + max(0, target - (self._credits() - charge)))
         request = self._conn.send(message, self._ids[0], self._ids[1], credit_request=ask)
         self._pending.append((request, receive, nbytes))
+        self._in_flight += nbytes
 
     def busy(self) -> bool:
         return bool(self._pending)
 
     def oldest(self) -> tuple[Any, int]:
         request, receive, nbytes = self._pending.popleft()
+        self._in_flight -= nbytes
         return receive(request), nbytes
 
     def drain(self) -> None:
@@ -219,18 +227,34 @@ class _Pipeline:
 
 
 class SmbWriter(_Pipeline):
-    def put(self, src: BinaryIO, offset: int, length: int, cancel: threading.Event) -> None:
+    def put(
+        self,
+        src: BinaryIO,
+        offset: int,
+        length: int,
+        confirmed: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
         """Write ``length`` bytes of ``src`` (from ``offset``) at ``offset``; returns once
-        the server acknowledged every byte."""
+        the server acknowledged every byte. ``confirmed(end)``: the bytes up to ``end``
+        are acknowledged (called in order, as answers arrive)."""
         with smb_errors(self.login, f"writing {self.host_path} through"):
             try:
-                self._write(src, offset, length, cancel)
+                self._write(src, offset, length, confirmed, cancel)
             except BaseException:
                 self.drain()
                 raise
 
-    def _write(self, src: BinaryIO, offset: int, length: int, cancel: threading.Event) -> None:
+    def _write(
+        self,
+        src: BinaryIO,
+        offset: int,
+        length: int,
+        confirmed: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
         src.seek(offset)
+        done = offset
         pos, end = offset, offset + length
         while pos < end or self.busy():
             if cancel.is_set():
@@ -250,20 +274,38 @@ class SmbWriter(_Pipeline):
                     f"{self.login.where} wrote {written} of {expected} bytes to {self.host_path}",
                     retryable=True,
                 )
+            done += written
+            confirmed(done)
 
 
 class SmbReader(_Pipeline):
-    def get(self, offset: int, length: int, take: Callable[[bytes], None], cancel: threading.Event) -> None:
-        """Read ``length`` bytes at ``offset``, handing them to ``take`` in order."""
+    def get(
+        self,
+        offset: int,
+        length: int,
+        take: Callable[[bytes], None],
+        confirmed: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
+        """Read ``length`` bytes at ``offset``, handing them to ``take`` in order;
+        ``confirmed(end)`` after ``take`` had the bytes up to ``end``."""
         with smb_errors(self.login, f"reading {self.host_path} through"):
             try:
-                self._read(offset, length, take, cancel)
+                self._read(offset, length, take, confirmed, cancel)
             except BaseException:
                 self.drain()
                 raise
 
-    def _read(self, offset: int, length: int, take: Callable[[bytes], None], cancel: threading.Event) -> None:
+    def _read(
+        self,
+        offset: int,
+        length: int,
+        take: Callable[[bytes], None],
+        confirmed: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
         pos, end = offset, offset + length
+        done = offset
         while pos < end or self.busy():
             if cancel.is_set():
                 raise _Cancelled
@@ -280,7 +322,9 @@ class SmbReader(_Pipeline):
                     f"({len(data)} of {expected} bytes): it changed during the transfer",
                     retryable=True,
                 )
-            take(bytes(data))
+            take(data)
+            done += len(data)
+            confirmed(done)
 
 
 class _Cancelled(Exception):

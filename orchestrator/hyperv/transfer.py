@@ -282,20 +282,30 @@ async def _verified_remote_prefix(
     return 0
 
 
+class _Checkpoints:
+    """Records the confirmed offset once it is a chunk past the last record, and at the
+    end. Called in order, from the channel's thread. With no more than a chunk ever in
+    flight (the channel's window), a transfer stopped at any moment holds less than two
+    chunks past its last record."""
+
+    def __init__(self, file: str, start: int, size: int, chunk: int) -> None:
+        self.file = file
+        self.size = size
+        self.chunk = chunk
+        self.due = start + chunk
+
+    def __call__(self, offset: int) -> None:
+        if offset >= self.due or offset >= self.size:
+            _checkpoint({"file": self.file, "offset": offset})
+            self.due = offset + self.chunk
+
+
 async def _send(
     channel: Channel, src: BinaryIO, part: str, remote: str, start: int, size: int, chunk: int
 ) -> None:
-    writer = await channel.open_writer(part, start)
+    writer = await channel.open_writer(part, start, window=chunk)
     try:
-        pos = start
-        while True:
-            n = min(chunk, size - pos)
-            await writer.put(src, pos, n)
-            pos += n
-            if n:
-                _checkpoint({"file": remote, "offset": pos})
-            if pos >= size:
-                return
+        await writer.put(src, start, size - start, _Checkpoints(remote, start, size, chunk))
     finally:
         await writer.close()
 
@@ -388,23 +398,21 @@ async def _download(
         }
     )
     local.parent.mkdir(parents=True, exist_ok=True)
-    reader = await channel.open_reader(remote)
+    reader = await channel.open_reader(remote, window=options.chunk_bytes)
     try:
-        with part.open("r+b" if start else "wb") as out:
+        # Unbuffered: what a checkpoint counts is in the file, not in a buffer of this process.
+        with part.open("r+b" if start else "wb", buffering=0) as out:
             out.truncate(start)
             out.seek(start)
 
             def take(data: bytes) -> None:
-                out.write(data)
+                view = memoryview(data)
+                while view:
+                    view = view[out.write(view) or 0 :]
                 hasher.update(data)
 
-            pos = start
-            while pos < size:
-                n = min(options.chunk_bytes, size - pos)
-                await reader.get(pos, n, take)
-                out.flush()
-                pos += n
-                _checkpoint({"file": remote, "offset": pos})
+            marks = _Checkpoints(remote, start, size, options.chunk_bytes)
+            await reader.get(start, size - start, take, marks)
     finally:
         await reader.close()
     if hasher.hexdigest() != sha:
