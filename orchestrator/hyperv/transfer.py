@@ -159,8 +159,9 @@ class _LastCheckpoint:
     size: int = -1
 
     def applies(self, sha256: str, size: int) -> int:
-        """The offset to resume at for a source with this digest and size, or 0."""
-        ok = (self.sha256, self.size) == (sha256, size) and 0 < self.offset < size
+        """The offset to resume at for a source with this digest and size, or 0 (the
+        whole size: every byte arrived, only the check and the rename are left)."""
+        ok = (self.sha256, self.size) == (sha256, size) and 0 < self.offset <= size
         return self.offset if ok else 0
 
 

@@ -488,3 +488,27 @@ def test_hyperv_check_logs_in_to_the_share_and_checks_the_paths(tmp_path: Path, 
     assert code == ExitCode.HOST_CHECK_FAILED
     item = {i["name"]: i for i in report["checks"]}["smb-connect"]
     assert item["status"] == "fail" and "cannot reach" in item["detail"] and "445" in item["fix"]
+
+
+def test_killed_after_the_last_chunk_the_resume_sends_nothing_again(tmp_path: Path) -> None:
+    # A kill right after the checkpoint of the last byte (GMI_FSM_FAULT_KILL_AFTER_SEQ): the
+    # resume checks the host's part file whole, sends nothing, and commits it.
+    iso = os.urandom(5 * MiB + 1)
+    ref = psrp_build(tmp_path / "ref", transfer_chunk_mib=2, install="manual")
+    (ref.dir / "installer.iso").write_bytes(iso)
+    ref.cli("run", str(ref.spec_path))
+    seqs = [
+        ev.seq
+        for ev in builds.history(builds.open_store(ref.db), _build_id(ref))
+        if ev.type == "StepProgress" and ev.payload["step"] == "iso.upload"
+    ]
+    b = psrp_build(tmp_path / "b", transfer_chunk_mib=2, install="manual")
+    (b.dir / "installer.iso").write_bytes(iso)
+    assert b.cli("run", str(b.spec_path), kill_after_seq=seqs[-1]).returncode == -signal.SIGKILL
+    assert _last_offset(b, "provision/iso.upload") == len(iso)
+    written = b.sim().snapshot()["data_bytes"]["written"]
+    code, out, err = b.run_json("run", "--resume", _build_id(b))
+    assert code == ExitCode.BUILD_FAILED and "waiting for the operator" in out["message"], err
+    assert _first_of_attempt(b, "provision/iso.upload", 2)["started_at"] == str(len(iso))
+    assert b.sim().snapshot()["data_bytes"]["written"] == written
+    assert (tmp_path / "b" / "host-D-GMI" / "build" / "installer.iso").read_bytes() == iso
