@@ -24,8 +24,9 @@ ROUNDS = 3
 
 
 def payload() -> dict[str, object]:
-    ev = StepFinished(stage="update", step="full-upgrade", attempt=1, outcome="succeeded",
-                      exit_code=0, duration_s=1.5)
+    ev = StepFinished(
+        stage="update", step="full-upgrade", attempt=1, outcome="succeeded", exit_code=0, duration_s=1.5
+    )
     return event_payload(ev)
 
 
@@ -47,16 +48,20 @@ def bench_raw(path: Path) -> float:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("CREATE TABLE events (position INTEGER PRIMARY KEY, build_id TEXT NOT NULL, seq INTEGER NOT NULL,"
-                 " type TEXT NOT NULL, at TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL,"
-                 " hash TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, build_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " type TEXT NOT NULL, at TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL,"
+        " hash TEXT NOT NULL)"
+    )
     conn.execute("CREATE UNIQUE INDEX ix ON events (build_id, seq)")
     text = json.dumps(payload())
     t0 = time.perf_counter()
     for i in range(N):
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO events (build_id, seq, type, at, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-                     ("bench", i + 1, "StepFinished", "2026-01-01T00:00:00Z", text, "0" * 64, "0" * 64))
+        conn.execute(
+            "INSERT INTO events (build_id, seq, type, at, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+            ("bench", i + 1, "StepFinished", "2026-01-01T00:00:00Z", text, "0" * 64, "0" * 64),
+        )
         conn.execute("COMMIT")
     dt = time.perf_counter() - t0
     conn.close()
@@ -70,10 +75,20 @@ def main() -> None:
             raw = bench_raw(Path(d) / "raw.db")
             ours = bench_store(Path(d) / "store.db")
         ratios.append(ours / raw)
-        print(f"round {r + 1}: raw sqlite3 {raw:,.0f} ev/s, gmi-fsm store {ours:,.0f} ev/s, ratio {ours / raw:.2f}")
+        print(
+            f"round {r + 1}: raw sqlite3 {raw:,.0f} ev/s, gmi-fsm store {ours:,.0f} ev/s, ratio {ours / raw:.2f}"
+        )
     ratios.sort()
-    print(json.dumps({"benchmark": "append", "events": N, "median_ratio": round(ratios[len(ratios) // 2], 3),
-                      "goal": ">= 0.8"}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "append",
+                "events": N,
+                "median_ratio": round(ratios[len(ratios) // 2], 3),
+                "goal": ">= 0.8",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,17 +38,44 @@ TARGET = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 
 
 def build_events() -> list[NewEvent]:
-    out = [BuildRequested(spec={"name": "bench"}, spec_sha256="0" * 64, spec_path="/b.yaml",
-                          tool_version="0", requested_by="bench", hostname="bench")]
+    out = [
+        BuildRequested(
+            spec={"name": "bench"},
+            spec_sha256="0" * 64,
+            spec_path="/b.yaml",
+            tool_version="0",
+            requested_by="bench",
+            hostname="bench",
+        )
+    ]
     per_stage = (TARGET - 2) // len(STAGE_NAMES) // 3
     digest = OutputDigest(sha256="a" * 64, size=100, head="ok\n")
     for stage in STAGE_NAMES:
         out.append(StageEntered(stage=stage))
         for i in range(per_stage):
-            out.append(StepStarted(stage=stage, step=f"s{i}", attempt=1, target="guest", command="true",
-                                   idempotent=True, timeout_s=60))
-            out.append(StepFinished(stage=stage, step=f"s{i}", attempt=1, outcome="succeeded", exit_code=0,
-                                    duration_s=0.1, stdout=digest, stderr=None))
+            out.append(
+                StepStarted(
+                    stage=stage,
+                    step=f"s{i}",
+                    attempt=1,
+                    target="guest",
+                    command="true",
+                    idempotent=True,
+                    timeout_s=60,
+                )
+            )
+            out.append(
+                StepFinished(
+                    stage=stage,
+                    step=f"s{i}",
+                    attempt=1,
+                    outcome="succeeded",
+                    exit_code=0,
+                    duration_s=0.1,
+                    stdout=digest,
+                    stderr=None,
+                )
+            )
             out.append(FactRecorded(key=f"{stage}.k{i}", value="v", source=f"{stage}/s{i}"))
         out.append(StageCompleted(stage=stage))
     out.append(BuildSucceeded())
@@ -78,10 +105,21 @@ def main() -> None:
             results.append((n / dt, n / raw))
         results.sort()
         ours, raw = results[1]
-        print(f"replayed {n:,} events: {ours:,.0f} events/s (raw read+json floor {raw:,.0f}/s, "
-              f"ratio {ours / raw:.2f})")
-        print(json.dumps({"benchmark": "replay", "events": n, "events_per_s": round(ours),
-                          "raw_floor_per_s": round(raw), "goal": ">= 200000"}))
+        print(
+            f"replayed {n:,} events: {ours:,.0f} events/s (raw read+json floor {raw:,.0f}/s, "
+            f"ratio {ours / raw:.2f})"
+        )
+        print(
+            json.dumps(
+                {
+                    "benchmark": "replay",
+                    "events": n,
+                    "events_per_s": round(ours),
+                    "raw_floor_per_s": round(raw),
+                    "goal": ">= 200000",
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

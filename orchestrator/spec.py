@@ -120,8 +120,28 @@ class HyperVHostSpec(_Strict):
     smb_share: str | None = Field(
         None,
         pattern=r'^[^\\/:*?"<>|\s][^\\/:*?"<>|]*$',
-        description="Name of an SMB share on the Hyper-V host for file transfers (optional; "
-        "`gmi-fsm hyperv check` checks that it exists)",
+        description="Name of an SMB share on the Hyper-V host: ISOs, seed media and exports travel "
+        "through it (SMB 3, TCP smb_port) instead of PowerShell Remoting; iso_path, vm_path and "
+        "export_path must lie in the folder it serves (`gmi-fsm hyperv check` checks both)",
+    )
+    smb_port: int = Field(445, ge=1, le=65535, description="TCP port of the host's SMB server")
+    smb_encrypt: bool = Field(
+        True,
+        description="Encrypt the SMB transfers (SMB 3 encryption); false: signed only, faster, for a "
+        "trusted network (PowerShell Remoting over HTTPS is always encrypted)",
+    )
+    transfer_chunk_mib: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="A transfer records its verified offset in the event log after every chunk of "
+        "this many MiB; a resumed transfer sends again at most what followed the last one",
+    )
+    transfer_timeout_s: float = Field(
+        86400,
+        gt=0,
+        description="How long one attempt of a transfer step (ISO, seed media, export) may take in "
+        "all; each call within it has call_timeout_s, and a retry resumes where it stopped",
     )
     memory_mib: int = Field(
         2048,
@@ -150,6 +170,16 @@ class HyperVHostSpec(_Strict):
         None,
         description="Run against the in-memory Hyper-V SIMULATOR (tests, demos) instead of a real host",
     )
+
+    @model_validator(mode="after")
+    def _smb_login(self) -> HyperVHostSpec:
+        if self.smb_share and self.auth == "certificate":
+            msg = (
+                "host.smb_share needs a login SMB can use: auth certificate has none (SMB logs in with "
+                "NTLM or Kerberos); use auth ntlm, negotiate or kerberos, or remove host.smb_share"
+            )
+            raise ValueError(msg)
+        return self
 
     @field_validator("memory_mib")
     @classmethod

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libguestfs-tools linux-image-cloud-amd64  # `gmi-fsm validate --inspect` reads disks offline
   debian-installer-12-netboot-amd64 openssl # `gmi-fsm lab installer-iso`: a real Debian installer
   unzip                                     # a second, independent zip reader for the ZIP64 test
+  samba smbclient                           # a real SMB3 server for the Hyper-V transfer tests; smbclient for the benchmark
 )
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -10,6 +10,7 @@ failed item names its fix.
 
 from __future__ import annotations
 
+import asyncio
 import ntpath
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from orchestrator.hyperv.executor import (
 )
 from orchestrator.hyperv.invoke import ScriptError, outcome_of
 from orchestrator.hyperv.scripts import script_text
+from orchestrator.hyperv.smb import SmbLogin, SmbSession, share_relative
 from orchestrator.spec import BuildSpec, HyperVHostSpec
 from orchestrator.targets.base import TargetError
 
@@ -88,9 +90,15 @@ def script_params(h: HyperVHostSpec) -> dict[str, object]:
 
 
 async def check_host(
-    spec: BuildSpec, executor: PowerShellExecutor, *, spec_name: str = "", timeout_s: float = CHECK_TIMEOUT_S
+    spec: BuildSpec,
+    executor: PowerShellExecutor,
+    *,
+    spec_name: str = "",
+    timeout_s: float = CHECK_TIMEOUT_S,
+    smb: SmbLogin | None = None,
 ) -> HostCheckReport:
-    """Run the check against ``executor``'s host (the caller closes the executor)."""
+    """Run the check against ``executor``'s host (the caller closes the executor);
+    ``smb``: the login to try the spec's share with from this machine."""
     h = spec.host
     assert isinstance(h, HyperVHostSpec)
     shown = spec_name or spec.name
@@ -108,7 +116,7 @@ async def check_host(
         *_rights(facts),
         *_hyperv(h, facts),
         *_space(h, facts),
-        _smb(h, facts),
+        *await asyncio.to_thread(_smb, spec, facts, smb),
     ]
     return HostCheckReport(shown, executor.label, tuple(items), facts)
 
@@ -331,21 +339,80 @@ def _space(h: HyperVHostSpec, facts: dict[str, str]) -> list[CheckItem]:
     return items
 
 
-def _smb(h: HyperVHostSpec, facts: dict[str, str]) -> CheckItem:
+def transfer_paths(spec: BuildSpec) -> dict[str, str]:
+    """The host paths a build moves files to or from (what a share must hold)."""
+    from orchestrator.hyperv.plan import host_paths  # noqa: PLC0415
+
+    p = host_paths(spec)
+    return {"vm_path": p.vm_path, "export_path": p.export_path, "iso_path": p.iso_path}
+
+
+def share_folder_for(paths: dict[str, str]) -> str:
+    """The folder a share for these paths should serve: their common parent."""
+    folders = [ntpath.normpath(v) for k, v in paths.items() if k != "iso_path"]
+    folders.append(ntpath.dirname(ntpath.normpath(paths["iso_path"])))
+    try:
+        return ntpath.commonpath(folders)
+    except ValueError:  # on different drives: one share cannot hold them
+        return folders[0]
+
+
+def _smb(spec: BuildSpec, facts: dict[str, str], smb: SmbLogin | None) -> list[CheckItem]:
+    h = spec.host
+    assert isinstance(h, HyperVHostSpec)
     if not h.smb_share:
-        return CheckItem("smb-share", "skipped", "the spec names no SMB share (host.smb_share)")
+        return [CheckItem("smb-share", "skipped", "the spec names no SMB share (host.smb_share)")]
+    paths = transfer_paths(spec)
     if facts.get("smb.found") != "True":
         why = f" ({facts['smb.error']})" if facts.get("smb.error") else ""
-        return CheckItem(
-            "smb-share",
-            "fail",
-            f"the host has no SMB share named '{h.smb_share}'{why}",
-            fix=f"New-SmbShare -Name '{h.smb_share}' -Path '{h.vm_path}' "
-            f"-FullAccess '{facts.get('host.user', 'ACCOUNT')}' (and allow TCP 445 from this machine), "
-            "or remove host.smb_share",
-        )
+        return [
+            CheckItem(
+                "smb-share",
+                "fail",
+                f"the host has no SMB share named '{h.smb_share}'{why}",
+                fix=f"New-SmbShare -Name '{h.smb_share}' -Path '{share_folder_for(paths)}' "
+                f"-ChangeAccess '{facts.get('host.user', 'ACCOUNT')}' (and allow TCP 445 from this "
+                "machine, docs/hyperv.md), or remove host.smb_share",
+            )
+        ]
+    folder = facts.get("smb.path", "")
+    outside = {k: v for k, v in paths.items() if share_relative(folder, v) is None}
+    if outside:
+        listed = ", ".join(f"{k} {v}" for k, v in outside.items())
+        return [
+            CheckItem(
+                "smb-share",
+                "fail",
+                f"share '{h.smb_share}' is {folder}, which does not hold {listed}: transfers through the "
+                "share cannot reach them",
+                fix=f"set those paths under {folder}, or share their common folder "
+                f"{share_folder_for(paths)} (New-SmbShare), or remove host.smb_share",
+            )
+        ]
     access = facts.get("smb.access", "").replace("|", "; ")
-    return CheckItem("smb-share", "ok", f"share '{h.smb_share}' is {facts.get('smb.path', '?')} ({access})")
+    items = [CheckItem("smb-share", "ok", f"share '{h.smb_share}' is {folder} ({access})")]
+    if smb is None:
+        items.append(CheckItem("smb-connect", "skipped", "no SMB login given to the check"))
+    else:
+        items.append(_smb_connect(smb, folder))
+    return items
+
+
+def _smb_connect(login: SmbLogin, folder: str) -> CheckItem:
+    """Log in to the share from this machine and list its top folder (reads only)."""
+    session = SmbSession(login, folder)
+    try:
+        names = session.list_top()
+    except TargetError as exc:
+        return CheckItem("smb-connect", "fail", str(exc), fix=exc.hint)
+    finally:
+        session.close()
+    return CheckItem(
+        "smb-connect",
+        "ok",
+        f"logged in to {login.where} from this machine ({'encrypted' if login.encrypt else 'signed'}); "
+        f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} at its top",
+    )
 
 
 class NotAHyperVSpecError(ValueError):
@@ -356,6 +423,7 @@ async def check_spec(spec_path: Path) -> HostCheckReport:
     """Load the spec at ``spec_path`` and check its Hyper-V host. Raises ``SpecError``,
     ``SecretError`` (the password reference) or :class:`NotAHyperVSpecError`."""
     from orchestrator.hyperv.connect import executor_for  # noqa: PLC0415
+    from orchestrator.hyperv.transfer import transfer_options  # noqa: PLC0415
     from orchestrator.spec import load_spec  # noqa: PLC0415
 
     spec, _ = load_spec(spec_path)
@@ -364,8 +432,10 @@ async def check_spec(spec_path: Path) -> HostCheckReport:
             f"{spec_path}: host kind is {spec.host.kind}, not hyperv: "
             "`gmi-fsm hyperv check` checks a Hyper-V host"
         )
-    executor = executor_for(spec.host, spec_path.resolve().parent)
+    base_dir = spec_path.resolve().parent
+    executor = executor_for(spec.host, base_dir)
+    smb = transfer_options(spec.host, base_dir).smb
     try:
-        return await check_host(spec, executor, spec_name=str(spec_path))
+        return await check_host(spec, executor, spec_name=str(spec_path), smb=smb)
     finally:
         await executor.close()

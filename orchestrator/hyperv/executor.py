@@ -10,7 +10,7 @@ the user's values as bound parameters only: a value never becomes script text.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,8 +44,17 @@ class PowerShellExecutor(Protocol):
     label: str
     """Shown to the user: the endpoint (``https://hv01:5986``) or ``SIMULATOR ...``."""
 
-    async def run(self, script: str, params: Mapping[str, object], *, timeout_s: float) -> PsResult:
+    async def run(
+        self,
+        script: str,
+        params: Mapping[str, object],
+        *,
+        timeout_s: float,
+        input: Sequence[str] | None = None,  # PowerShell's own name: the pipeline's input
+    ) -> PsResult:
         """Run ``script`` with ``params`` bound by name; give up after ``timeout_s``.
+        ``input``: the pipeline's input objects, in order (text; a script that reads
+        them says ``$input``), each sent as a PSRP message of its own.
 
         Raises :class:`TargetError` when the script could not be run or its end not
         observed (login refused, host unreachable, TLS failure, connection lost,

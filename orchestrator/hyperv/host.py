@@ -21,7 +21,7 @@ from orchestrator.hyperv.invoke import run_script
 from orchestrator.hyperv.plan import HostPlanner
 from orchestrator.hyperv.seed import SeedError, seed_media, write_seed_media
 from orchestrator.hyperv.target import HyperVTarget, Operation
-from orchestrator.hyperv.transfer import download_tree, upload
+from orchestrator.hyperv.transfer import TransferOptions, download_folder, transfer_options, upload_file
 from orchestrator.spec import BuildSpec, HyperVHostSpec
 from orchestrator.targets.base import Artifact, CommandResult, OutputSink, Target, TargetError
 from orchestrator.targets.local import LocalTarget
@@ -81,6 +81,7 @@ class HyperVHost:
         self.guest_address: str | None = None
         self._guest: Target | None = None
         self._local: LocalTarget | None = None
+        self._transfer: TransferOptions | None = None
         self._host = HyperVTarget(
             executor,
             default_timeout_s=self.h.call_timeout_s,
@@ -168,6 +169,13 @@ class HyperVHost:
 
     # -- host operations (Python on top of the scripts) -----------------------------------
 
+    def transfer_options(self) -> TransferOptions:
+        """How this host's transfers go (SMB share or PowerShell Remoting, chunk size):
+        what every operation that moves a file passes to orchestrator.hyperv.transfer."""
+        if self._transfer is None:
+            self._transfer = transfer_options(self.h, self.base_dir)
+        return self._transfer
+
     def _operations(self) -> dict[str, Operation]:
         return {
             "iso.upload": self._op_iso_upload,
@@ -196,7 +204,7 @@ class HyperVHost:
                 error=f"the ISO is neither on this machine ({local}) nor on the host ({remote}): "
                 "copy it to one of them (the host needs it on its own disk, see docs/hyperv.md)",
             )
-        done = await upload(self.executor, local, remote, timeout_s=self.h.call_timeout_s, sink=sink)
+        done = await upload_file(self.executor, local, remote, options=self.transfer_options(), sink=sink)
         if expected and done.sha256 != expected:
             return CommandResult(1, error=f"{local} has sha256 {done.sha256}, the spec expects {expected}")
         return CommandResult(0, facts={"source.iso_sha256": done.sha256})
@@ -217,8 +225,8 @@ class HyperVHost:
                 "stdout",
                 f"wrote {media.label} seed media {local}: {', '.join(sorted(media.files))}\n".encode(),
             )
-        done = await upload(
-            self.executor, local, self.planner.paths.seed_path, timeout_s=timeout_s, sink=sink
+        done = await upload_file(
+            self.executor, local, self.planner.paths.seed_path, options=self.transfer_options(), sink=sink
         )
         return CommandResult(0, facts={"hyperv.seed_sha256": done.sha256})
 
@@ -283,14 +291,15 @@ class HyperVHost:
         out = Path(self.spec.output.dir)
         local = (out if out.is_absolute() else self.base_dir / out) / "export" / self.spec.vm_name
         # The ownership marker stays on the host: it is gmi-fsm's, not part of the GMI.
-        arts = await download_tree(
+        fetched = await download_folder(
             self.executor,
             remote,
             local,
-            timeout_s=self.h.call_timeout_s,
+            options=self.transfer_options(),
             sink=sink,
             skip=frozenset({EXPORT_MARKER}),
         )
+        arts = [f.artifact() for f in fetched]
         # The names packaging reads: the local Export-VM folder and its VHDX.
         disk = f"Virtual Hard Disks/{self.spec.vm_name}.vhdx"
         vhdx = [a for a in arts if a.name == disk]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -64,18 +64,23 @@ async def run_script(
     *,
     timeout_s: float,
     record: bool = True,
+    input: Sequence[str] | None = None,  # PowerShell's own name: the pipeline's input
 ) -> ScriptOutcome:
     """Run script ``name``; raise :class:`ScriptError` if it failed.
 
     Inside a step (a host operation), the script is recorded as one of the step's
-    programs, its parameters masked; ``record=False`` for the many chunk calls of a
-    transfer, whose progress is recorded as checkpoints instead.
+    programs, its parameters masked; ``record=False`` for the many data calls of a
+    transfer, whose progress is recorded as checkpoints instead. ``input``: the
+    pipeline's input objects (a script that reads ``$input``).
     """
     attempt = current_attempt() if record else None
     index = attempt.journal.subcommand_started(script_argv(name, params), executor.label) if attempt else 0
     t0 = time.monotonic()
     try:
-        result = await executor.run(script_text(name), params, timeout_s=timeout_s)
+        if input is None:
+            result = await executor.run(script_text(name), params, timeout_s=timeout_s)
+        else:
+            result = await executor.run(script_text(name), params, timeout_s=timeout_s, input=input)
         outcome = outcome_of(name, result)
     except Exception as exc:
         if attempt is not None:

@@ -17,6 +17,8 @@ from states.steps import Command, RetryPolicy, Step, operation_step
 
 # Idempotent host calls: one more try after a transient failure (dropped connection).
 _RETRY = RetryPolicy(attempts=2, initial_s=2.0)
+# Transfers: each attempt resumes at the last verified offset, so a retry costs little.
+_TRANSFER_RETRY = RetryPolicy(attempts=3, initial_s=5.0)
 _MARGIN_S = 60.0  # a waiting script's own deadline comes first; the call's is a backstop
 
 
@@ -167,7 +169,8 @@ class HostPlanner:
                         "Sha256": self.spec.source.sha256 or "",
                     },
                     "put the installer ISO on the host's own disk (skipped when there with that sha256)",
-                    timeout_s=max(h.call_timeout_s, 3600),
+                    timeout_s=h.transfer_timeout_s,
+                    retry=_TRANSFER_RETRY,
                 )
             )
         steps += [
@@ -219,7 +222,14 @@ class HostPlanner:
                 ),
             ]
         return [
-            self.op(s, "seed.upload", {}, "write the unattended-install media and put it on the host", 3600),
+            self.op(
+                s,
+                "seed.upload",
+                {},
+                "write the unattended-install media and put it on the host",
+                h.transfer_timeout_s,
+                retry=_TRANSFER_RETRY,
+            ),
             self.ps(
                 s,
                 "seed.attach",
@@ -314,7 +324,12 @@ class HostPlanner:
         if self.h.fetch_export:
             steps.append(
                 self.op(
-                    s, "export.fetch", {}, "copy the export to this machine", max(self.h.call_timeout_s, 7200)
+                    s,
+                    "export.fetch",
+                    {},
+                    "copy the export to this machine",
+                    self.h.transfer_timeout_s,
+                    retry=_TRANSFER_RETRY,
                 )
             )
         return steps

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +106,14 @@ class PsrpExecutor:
     def __repr__(self) -> str:
         return f"PsrpExecutor({self.connection!r})"
 
-    async def run(self, script: str, params: Mapping[str, object], *, timeout_s: float) -> PsResult:
+    async def run(
+        self,
+        script: str,
+        params: Mapping[str, object],
+        *,
+        timeout_s: float,
+        input: Sequence[str] | None = None,  # PowerShell's own name: the pipeline's input
+    ) -> PsResult:
         name = script_name(script)
         if name is None:
             raise TargetError(
@@ -119,7 +126,9 @@ class PsrpExecutor:
             raise TargetError(f"{self.label}: {exc}", hint="this is a bug in gmi-fsm's plan") from None
         cancel = threading.Event()
         try:
-            return await asyncio.to_thread(self._run_sync, script, typed, timeout_s, name, cancel)
+            return await asyncio.to_thread(
+                self._run_sync, script, typed, list(input or ()), timeout_s, name, cancel
+            )
         except asyncio.CancelledError:
             # Ctrl-C: the worker thread stops the pipeline at its next poll.
             cancel.set()
@@ -193,6 +202,7 @@ class PsrpExecutor:
         self,
         script: str,
         params: dict[str, TaggedValue],
+        pieces: list[str],
         timeout_s: float,
         name: str,
         cancel: threading.Event,
@@ -200,7 +210,7 @@ class PsrpExecutor:
         deadline = time.monotonic() + timeout_s
         with self._lock:
             try:
-                ps = self._begin(script, params)
+                ps = self._begin(script, params, pieces)
                 return self._finish(ps, deadline, timeout_s, name, cancel)
             except TargetError:
                 raise
@@ -215,11 +225,11 @@ class PsrpExecutor:
                 self._drop(graceful=False)
                 raise classify(exc, self.label, self.connection.auth, name) from exc
 
-    def _begin(self, script: str, params: dict[str, TaggedValue]) -> PowerShell:
+    def _begin(self, script: str, params: dict[str, TaggedValue], pieces: list[str]) -> PowerShell:
         reused = self._session is not None
         ps = pipeline(self._pool(), script, params)
         try:
-            ps.begin_invoke()
+            begin(ps, pieces)
         except WSManFaultError as exc:
             if not reused:
                 raise
@@ -229,7 +239,7 @@ class PsrpExecutor:
             log.info("the PowerShell session on %s is gone (%s); opening a new one", self.label, exc)
             self._drop(graceful=False)
             ps = pipeline(self._pool(), script, params)
-            ps.begin_invoke()
+            begin(ps, pieces)
         return ps
 
     def _finish(
@@ -255,6 +265,21 @@ class PsrpExecutor:
             log.debug("ending %s on %s failed (%s); the next call opens a new pool", name, self.label, exc)
             self._drop(graceful=False)
         return result
+
+
+def begin(ps: PowerShell, pieces: list[str]) -> None:
+    """Start the pipeline; with ``pieces``, send each as one pipeline input object (pypsrp
+    sends them after CreatePipeline, fragmented to the envelope size, then the end of
+    input) before returning: the script reads them as ``$input``."""
+    if pieces:
+        ps.begin_invoke(input=_one_batch(pieces))
+    else:
+        ps.begin_invoke()
+
+
+def _one_batch(pieces: list[str]) -> Iterator[list[str]]:
+    # A generator that yields a list: pypsrp sends each item as its own input object.
+    yield pieces
 
 
 class _OpenFailedError(Exception):

@@ -37,10 +37,12 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "export-probe",
     "export-compare",
     "file-hash",
+    "file-digest",
     "file-list",
-    "file-read-chunk",
-    "file-write-chunk",
+    "file-read-pieces",
+    "file-write-pieces",
     "file-commit",
+    "smb-share-path",
     "vm-remove",
     "host-check",
 )
@@ -131,6 +133,13 @@ def script_params(name: str) -> tuple[ScriptParam, ...]:
             )
         params.append(ScriptParam(m["name"], m["type"]))
     return tuple(params)
+
+
+@cache
+def reads_input(name: str) -> bool:
+    """Whether script ``name`` reads pipeline input (``$input``): the data of a transfer
+    travels so, as many input objects on one pipeline, not as one giant parameter."""
+    return "$input" in _read(name).lower()
 
 
 def param_names(name: str) -> tuple[str, ...]:

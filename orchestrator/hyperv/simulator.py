@@ -16,21 +16,30 @@ refused. What a script did before it failed stays done, as on a host.
 Its state lives in a JSON file, read and written under a lock on every call, so two
 runs (or a run killed mid-build and its resume) see the same VMs and files. Failures
 are injected through the same file (:meth:`HyperVSimulator.set_fault`).
+
+A host folder can be *mounted* on a folder of this machine (:meth:`HyperVSimulator.mount`):
+the files under it are real files there, which the scripts read and write in place (a
+2 GiB transfer never passes through the JSON state), and which something else may write
+too: the tests serve that folder as an SMB share from a real Samba server, so what
+gmi-fsm writes over SMB is what the simulated host's scripts hash and rename.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import ntpath
 import os
+import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +56,7 @@ from orchestrator.hyperv.executor import (
     login_refused,
     unreachable,
 )
-from orchestrator.hyperv.scripts import ScriptParamError, check_params, script_name
+from orchestrator.hyperv.scripts import ScriptParamError, check_params, reads_input, script_name
 from orchestrator.targets.base import TargetError
 
 LABEL = "SIMULATOR (not a Hyper-V host)"
@@ -63,6 +72,7 @@ _IC = {
 
 FAULTS = (
     "auth_refused",
+    "client_killed_after",
     "unreachable",
     "host_gone",
     "host_gone_after",
@@ -73,7 +83,10 @@ FAULTS = (
 )
 """``host_gone`` and ``timeout`` name the script they hit; ``host_gone_after`` names a
 cmdlet: the host goes away right after it took effect, in the middle of its script
-(the script's later cmdlets never run); the others are booleans."""
+(the script's later cmdlets never run); ``client_killed_after`` is ``[script, n]``: the
+gmi-fsm process that runs the simulator is killed with SIGKILL right after the n-th call
+of that script (counted from when the fault is set) took effect on the host, a
+``kill -9`` at an exact point of a transfer; the others are booleans."""
 
 
 class ScriptFailed(Exception):
@@ -119,6 +132,10 @@ class HyperVSimulator:
             st.setdefault("groups", [ADMINISTRATORS, HYPERV_ADMINISTRATORS, REMOTE_MANAGEMENT_USERS])
             st.setdefault("switches", ["Default Switch"])
             st.setdefault("smb_shares", {})
+            # Host folder -> a folder of this machine holding its files (see mount()).
+            st.setdefault("mounts", {})
+            # Bytes of placeholder content New-VM puts in a new VHDX (something to transfer).
+            st.setdefault("new_vhdx_bytes", 0)
             # What Msvm_SecureBootTemplate lists; [] plays a host that cannot say.
             st.setdefault("secure_boot_templates", list(KNOWN_TEMPLATES))
             st.setdefault("files", {})
@@ -127,6 +144,8 @@ class HyperVSimulator:
             st.setdefault("mounted", [])
             st.setdefault("faults", {})
             st.setdefault("counters", {})
+            # The bytes the data scripts moved (file-write-pieces, file-read-pieces).
+            st.setdefault("data_bytes", {"written": 0, "read": 0})
             st.setdefault("calls", [])
             st["kvp_delay_s"] = kvp_delay_s
             st["install_delay_s"] = install_delay_s
@@ -150,11 +169,31 @@ class HyperVSimulator:
     def snapshot(self) -> dict[str, Any]:
         """A copy of the whole simulated state (for assertions)."""
         with self._locked() as st:
+            _sync_mounts(st)
             return json.loads(json.dumps(st))  # type: ignore[no-any-return]
 
     def put_file(self, path: str, data: bytes) -> None:
         with self._locked() as st:
             _write(st, path, data)
+
+    def mount(self, host_folder: str, local_dir: str | Path) -> None:
+        """Keep the files under ``host_folder`` (``D:\\GMI``) as real files in ``local_dir``."""
+        local = Path(local_dir).resolve()
+        local.mkdir(parents=True, exist_ok=True)
+        with self._locked() as st:
+            st["mounts"][host_folder.rstrip("\\")] = str(local)
+            st["dirs"][_key(host_folder.rstrip("\\"))] = host_folder.rstrip("\\")
+
+    def set_new_vhdx_bytes(self, n: int) -> None:
+        """New-VM makes its VHDX this many bytes bigger (placeholder content): an export
+        worth transferring."""
+        with self._locked() as st:
+            st["new_vhdx_bytes"] = n
+
+    def add_smb_share(self, name: str, host_folder: str) -> None:
+        """A share as New-SmbShare makes one: ``Get-SmbShare -Name name`` reports its folder."""
+        with self._locked() as st:
+            st["smb_shares"][name] = host_folder
 
     def add_checkpoint(self, vm_name: str, *, apply_first: str | None = None) -> str:
         """A checkpoint as Hyper-V makes one (Checkpoint-VM): the VM now writes to a new
@@ -180,7 +219,14 @@ class HyperVSimulator:
 
     # -- the executor ------------------------------------------------------------------
 
-    async def run(self, script: str, params: Mapping[str, object], *, timeout_s: float) -> PsResult:
+    async def run(
+        self,
+        script: str,
+        params: Mapping[str, object],
+        *,
+        timeout_s: float,
+        input: Sequence[str] | None = None,  # PowerShell's own name: the pipeline's input
+    ) -> PsResult:
         name = script_name(script)
         if name is None:
             raise TargetError(
@@ -201,9 +247,14 @@ class HyperVSimulator:
             await asyncio.sleep(min(timeout_s, 0.05))
             raise call_timeout(self.label, name, timeout_s)
         deadline = time.monotonic() + timeout_s
-        handler: Callable[[dict[str, Any], Mapping[str, object], float], Any] = getattr(
-            self, "_op_" + name.replace("-", "_")
-        )
+        handler: Callable[..., Any] = getattr(self, "_op_" + name.replace("-", "_"))
+        if reads_input(name):
+            pieces = list(input or ())
+            if not all(isinstance(piece, str) for piece in pieces):
+                raise TargetError(f"{self.label}: {name} reads its pipeline input as text")
+            handler = functools.partial(handler, pieces=pieces)
+        elif input:
+            raise TargetError(f"{self.label}: {name} reads no pipeline input; {len(input)} object(s) sent")
         try:
             result = await self._play(name, handler, params, deadline, timeout_s)
         except ScriptFailed as exc:
@@ -212,7 +263,20 @@ class HyperVSimulator:
             raise connection_lost(self.label, name, f"SIMULATED: the host went away after {exc}") from None
         if faults.get("host_gone") == name:
             raise connection_lost(self.label, name, "SIMULATED: the host went away after the call started")
+        self._client_killed_after(name)
         return PsResult(output=[result], errors=[], had_errors=False)
+
+    def _client_killed_after(self, name: str) -> None:
+        """The ``client_killed_after`` fault: this process dies here, as from kill -9."""
+        with self._locked() as st:
+            fault = st["faults"].get("client_killed_after")
+            if not fault or fault[0] != name:
+                return
+            fault[1] -= 1
+            if fault[1] > 0:
+                return
+            st["faults"].pop("client_killed_after")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     async def close(self) -> None:
         return
@@ -234,6 +298,7 @@ class HyperVSimulator:
         while True:
             failed: Exception | None = None
             with self._locked() as st:
+                _sync_mounts(st)
                 _advance(st)
                 try:
                     result = handler(st, params, t0)
@@ -352,7 +417,7 @@ class HyperVSimulator:
                 raise ScriptFailed(f"a VM named '{name}' already exists and was not made by this build")
         else:
             if _key(vhd) in st["files"]:  # an earlier New-VM made the disk only
-                st["files"].pop(_key(vhd))
+                _delete(st, vhd)
             if _s(p, "SwitchName") not in st["switches"]:
                 raise ScriptFailed(f"New-VM: no switch '{_s(p, 'SwitchName')}'")
             vm = _new_vm(
@@ -547,11 +612,23 @@ class HyperVSimulator:
         path, expect = _s(p, "Path"), _s(p, "ExpectSha256").lower()
         if _key(path) not in st["files"]:
             return _result(1, {}, f"{path} is not on the host")
-        data = _read(st, path)
-        digest = hashlib.sha256(data).hexdigest()
-        facts = {"sha256": digest, "size": str(len(data))}
+        digest, size, _prefix = _digest(st, path, 0)
+        facts = {"sha256": digest, "size": str(size)}
         if expect and digest != expect:
             return _result(3, facts, f"{path} has sha256 {digest}, expected {expect}")
+        return _result(0, facts, f"{path} sha256 {digest}")
+
+    def _op_file_digest(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        path, want = _s(p, "Path"), _i(p, "PrefixLength")
+        if _key(path) not in st["files"]:
+            return _result(1, {}, f"{path} is not on the host")
+        digest, size, prefix = _digest(st, path, want)
+        facts = {
+            "sha256": digest,
+            "size": str(size),
+            "prefix_sha256": prefix,
+            "prefix_length": str(min(size, max(0, want))),
+        }
         return _result(0, facts, f"{path} sha256 {digest}")
 
     def _op_file_list(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
@@ -561,40 +638,77 @@ class HyperVSimulator:
         files = [
             {
                 "path": st["files"][k]["path"][len(root) + 1 :],
-                "size": str(len(_read(st, st["files"][k]["path"]))),
+                "size": str(_size(st, st["files"][k]["path"])),
             }
             for k in sorted(st["files"])
             if k.startswith(_key(root) + "\\")
         ]
         return {"exit": 0, "facts": {}, "artifacts": files, "message": f"{len(files)} file(s)"}
 
-    def _op_file_read_chunk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
-        path = _s(p, "Path")
+    def _op_file_read_pieces(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        path, off, n, piece = _s(p, "Path"), _i(p, "Offset"), _i(p, "Length"), _i(p, "PieceBytes")
         if _key(path) not in st["files"]:
-            raise ScriptFailed(f"Could not find file '{path}'")
-        off, n = _i(p, "Offset"), _i(p, "Length")
-        chunk = _read(st, path)[off : off + n]
-        return _result(0, {"data": base64.b64encode(chunk).decode(), "read": str(len(chunk))}, "read")
+            raise ScriptFailed(f'Exception calling "Open": "Could not find file \'{path}\'."')
+        if piece <= 0:
+            raise ScriptFailed('Exception calling "new": "Arithmetic operation resulted in an overflow."')
+        data = _read_range(st, path, off, max(0, n))
+        st["data_bytes"]["read"] += len(data)
+        pieces = [
+            {"data": base64.b64encode(data[i : i + piece]).decode()} for i in range(0, len(data), piece)
+        ]
+        facts = {"read": str(len(data)), "sha256": hashlib.sha256(data).hexdigest()}
+        return {"exit": 0, "facts": facts, "artifacts": pieces, "message": f"read {len(data)} bytes at {off}"}
 
-    def _op_file_write_chunk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+    def _op_file_write_pieces(
+        self, st: dict[str, Any], p: Mapping[str, object], _d: float, *, pieces: list[str]
+    ) -> Any:
         path, off = _s(p, "Path"), _i(p, "Offset")
-        data = base64.b64decode(_s(p, "DataBase64"))
-        old = b"" if off == 0 or _key(path) not in st["files"] else _read(st, path)
-        new = old[:off].ljust(off, b"\0") + data
-        _write(st, path, new)
-        return _result(0, {"size": str(len(new))}, f"wrote {len(data)} bytes")
+        parent = ntpath.dirname(path)
+        if not _exists(st, parent):
+            if _drive(path) not in st["drives"]:
+                raise ScriptFailed(
+                    f"New-Item: Cannot find drive. A drive with the name '{_drive(path)}' does not exist"
+                )
+            st["dirs"][_key(parent)] = parent  # New-Item -ItemType Directory
+        if off > 0 and _key(path) not in st["files"]:
+            raise ScriptFailed(f'Exception calling "Open": "Could not find file \'{path}\'."')
+        have = _size(st, path) if off > 0 else 0
+        if have < off:
+            raise ScriptFailed(f"the partial file {path} holds {have} bytes, fewer than the offset {off}")
+        try:
+            data = b"".join(base64.b64decode(piece, validate=True) for piece in pieces)
+        except binascii.Error:
+            raise ScriptFailed(
+                'Exception calling "FromBase64String": "The input is not a valid Base-64 string."'
+            ) from None
+        _write_at(st, path, off, data)
+        st["data_bytes"]["written"] += len(data)
+        facts = {
+            "written": str(len(data)),
+            "size": str(off + len(data)),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        return _result(0, facts, f"wrote {len(data)} bytes at {off}")
 
     def _op_file_commit(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         part, path = _s(p, "PartPath"), _s(p, "Path")
-        digest = hashlib.sha256(_read(st, part)).hexdigest()
+        if _key(part) not in st["files"]:
+            raise ScriptFailed(f"Get-FileHash: Cannot find path '{part}' because it does not exist.")
+        digest = _digest(st, part, 0)[0]
         if digest != _s(p, "Sha256").lower():
-            st["files"].pop(_key(part), None)
+            _delete(st, part)
             raise ScriptFailed(
                 f"the upload of {path} arrived damaged (sha256 {digest}, expected {_s(p, 'Sha256')})"
             )
-        _write(st, path, _read(st, part))
-        st["files"].pop(_key(part), None)
+        _move(st, part, path)
         return _result(0, {"sha256": digest}, f"{path} verified")
+
+    def _op_smb_share_path(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        name = _s(p, "Name")
+        found = {k.casefold(): v for k, v in st["smb_shares"].items()}.get(name.casefold())
+        if found is None:
+            return _result(1, {}, f"the host has no SMB share named '{name}'")
+        return _result(0, {"smb.path": found}, f"share {name} is {found}")
 
     def _op_vm_remove(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         name = _s(p, "VmName")
@@ -603,15 +717,15 @@ class HyperVSimulator:
             return _result(0, {}, f"a VM named '{name}' exists but is not this build's: left alone")
         if vm is not None:
             for d in vm["disks"]:
-                st["files"].pop(_key(d), None)
+                _delete(st, d)
             del st["vms"][_key(name)]
             _count(st, "Remove-VM")
         folder = _key(ntpath.join(_s(p, "VmPath"), name))
         for k in [k for k in st["files"] if k.startswith(folder + "\\")]:
-            del st["files"][k]
+            _delete(st, st["files"][k]["path"])
         seed = _s(p, "SeedPath")
         if seed:
-            st["files"].pop(_key(seed), None)
+            _delete(st, seed)
         return _result(0, {}, "build VM removed")
 
 
@@ -687,7 +801,8 @@ def _new_vm(
     st: dict[str, Any], name: str, vm_path: str, vhd: str, disk_gib: int, memory_mib: int, switch: str
 ) -> dict[str, Any]:
     """New-VM: a Generation 2 VM with a new VHDX, and no Notes (New-VM cannot set them)."""
-    _write(st, vhd, f"SIMULATED VHDX {name} {disk_gib} GiB\n".encode())
+    filler = hashlib.shake_256(name.encode()).digest(st["new_vhdx_bytes"]) if st["new_vhdx_bytes"] else b""
+    _write(st, vhd, f"SIMULATED VHDX {name} {disk_gib} GiB\n".encode() + filler)
     _count(st, "New-VM")
     vm: dict[str, Any] = {
         "name": name,
@@ -811,8 +926,8 @@ def remove_vm_snapshot(
     _count(st, "Remove-VMSnapshot")
     if not vm["checkpoints"]:
         # The merge: every .avhdx of this VM goes into its own disk.
-        for k in [k for k, f in st["files"].items() if f["path"].endswith(".avhdx") and _mine(vm, f["path"])]:
-            del st["files"][k]
+        for f in [f for f in st["files"].values() if f["path"].endswith(".avhdx") and _mine(vm, f["path"])]:
+            _delete(st, f["path"])
         _write(st, vm["base_disk"], _read(st, vm["base_disk"]) + b"merged checkpoint\n")
         vm["disks"][0] = vm["base_disk"]
 
@@ -834,12 +949,132 @@ def _own_vm(st: dict[str, Any], p: Mapping[str, object]) -> dict[str, Any]:
     return vm  # type: ignore[no-any-return]
 
 
+# -- the host's files: in the JSON state, or real files under a mounted folder ------------
+
+
+def _mount_of(st: dict[str, Any], path: str) -> tuple[str, Path] | None:
+    k = _key(path.rstrip("\\"))
+    for host, local in st.get("mounts", {}).items():
+        hk = _key(host)
+        if k == hk or k.startswith(hk + "\\"):
+            return host, Path(local)
+    return None
+
+
+def _disk_path(st: dict[str, Any], path: str) -> Path | None:
+    """Where a mounted host path's bytes live on this machine (None: in the state)."""
+    entry = st["files"].get(_key(path))
+    if entry is not None:
+        return Path(entry["disk"]) if "disk" in entry else None
+    mount = _mount_of(st, path)
+    if mount is None:
+        return None
+    host, local = mount
+    rel = path.rstrip("\\")[len(host) :]
+    return local.joinpath(*[part for part in rel.split("\\") if part])
+
+
+def _sync_mounts(st: dict[str, Any]) -> None:
+    """What was written into a mounted folder from outside (over SMB) is on the host now;
+    what was removed there is gone."""
+    for k in [k for k, f in st["files"].items() if "disk" in f and not Path(f["disk"]).is_file()]:
+        del st["files"][k]
+    for host, local in st.get("mounts", {}).items():
+        for dirpath, dirnames, filenames in os.walk(local):
+            rel = os.path.relpath(dirpath, local)
+            base = host if rel == "." else ntpath.join(host, *Path(rel).parts)
+            for d in dirnames:
+                st["dirs"].setdefault(_key(ntpath.join(base, d)), ntpath.join(base, d))
+            for name in filenames:
+                path = ntpath.join(base, name)
+                st["files"].setdefault(_key(path), {"path": path, "disk": os.path.join(dirpath, name)})
+
+
 def _write(st: dict[str, Any], path: str, data: bytes) -> None:
-    st["files"][_key(path)] = {"path": path, "data": base64.b64encode(data).decode()}
+    _write_at(st, path, 0, data)
+
+
+def _write_at(st: dict[str, Any], path: str, offset: int, data: bytes) -> None:
+    """The file cut at ``offset`` (what lies past it is dropped), then ``data`` there."""
+    disk = _disk_path(st, path)
+    if disk is None:
+        old = _read(st, path) if offset and _key(path) in st["files"] else b""
+        new = old[:offset].ljust(offset, b"\0") + data
+        st["files"][_key(path)] = {"path": path, "data": base64.b64encode(new).decode()}
+        return
+    disk.parent.mkdir(parents=True, exist_ok=True)
+    with disk.open("r+b" if offset and disk.exists() else "wb") as fh:
+        fh.truncate(offset)
+        fh.seek(offset)
+        fh.write(data)
+    st["files"][_key(path)] = {"path": st["files"].get(_key(path), {}).get("path", path), "disk": str(disk)}
 
 
 def _read(st: dict[str, Any], path: str) -> bytes:
+    disk = _disk_path(st, path)
+    if disk is not None:
+        return disk.read_bytes()
     return base64.b64decode(st["files"][_key(path)]["data"])
+
+
+def _read_range(st: dict[str, Any], path: str, offset: int, length: int) -> bytes:
+    disk = _disk_path(st, path)
+    if disk is None:
+        return _read(st, path)[offset : offset + length]
+    with disk.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read(length)
+
+
+def _size(st: dict[str, Any], path: str) -> int:
+    disk = _disk_path(st, path)
+    return disk.stat().st_size if disk is not None else len(_read(st, path))
+
+
+def _digest(st: dict[str, Any], path: str, prefix_length: int) -> tuple[str, int, str]:
+    """(sha256, size, sha256 of the first ``prefix_length`` bytes), reading once."""
+    whole, prefix, size = hashlib.sha256(), hashlib.sha256(), 0
+    disk = _disk_path(st, path)
+    blocks: Iterator[bytes]
+    if disk is None:
+        data = _read(st, path)
+        blocks = iter([data[i : i + (4 << 20)] for i in range(0, len(data), 4 << 20)])
+    else:
+        blocks = _file_blocks(disk)
+    for block in blocks:
+        whole.update(block)
+        take = max(0, min(len(block), prefix_length - size))
+        prefix.update(block[:take])
+        size += len(block)
+    return whole.hexdigest(), size, prefix.hexdigest()
+
+
+def _file_blocks(disk: Path) -> Iterator[bytes]:
+    with disk.open("rb") as fh:
+        while block := fh.read(4 << 20):
+            yield block
+
+
+def _delete(st: dict[str, Any], path: str) -> None:
+    entry = st["files"].pop(_key(path), None)
+    if entry is not None and "disk" in entry:
+        Path(entry["disk"]).unlink(missing_ok=True)
+
+
+def _move(st: dict[str, Any], src: str, dst: str) -> None:
+    """Move-Item -Force: ``dst`` replaced (a rename when both are on one mounted folder)."""
+    source, target = _disk_path(st, src), _disk_path(st, dst)
+    if source is not None and target is not None:
+        _delete(st, dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        st["files"].pop(_key(src))
+        st["files"][_key(dst)] = {"path": dst, "disk": str(target)}
+        return
+    data = _read(st, src)
+    _delete(st, src)
+    _delete(st, dst)
+    _write(st, dst, data)
 
 
 def _exists(st: dict[str, Any], path: str) -> bool:
@@ -872,4 +1107,4 @@ def _i(p: Mapping[str, object], name: str) -> int:
 
 
 def _jsonable(params: Mapping[str, object]) -> dict[str, object]:
-    return {k: (f"<{len(str(v))} chars>" if k == "DataBase64" else v) for k, v in params.items()}
+    return dict(params)

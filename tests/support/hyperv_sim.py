@@ -43,6 +43,18 @@ class SimBuild:
             check=False,
         )
 
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """The CLI started in the background (for a test that kills it at a moment it chooses)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GMI_FSM_")}
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "--db", str(self.db), *args],
+            cwd=self.dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def run_json(self, *args: str, **kw: Any) -> tuple[int, dict[str, Any], str]:
         proc = self.cli(*args, "--json", **kw)
         text = proc.stdout.strip()

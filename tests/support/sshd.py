@@ -141,7 +141,7 @@ class SshdServer:
     def drop_connections(self) -> None:
         """Kill every process sshd forked (sessions and their commands): to the client
         this looks like a guest that vanished mid-command. The listener keeps running."""
-        for pid in _descendants(self.pid):
+        for pid in descendants(self.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -201,7 +201,7 @@ def start_sshd(workdir: Path) -> SshdServer:
     return server
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every process below ``root`` (children first found, by parent pid in /proc)."""
     parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):

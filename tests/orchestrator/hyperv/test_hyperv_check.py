@@ -121,12 +121,14 @@ def test_each_failure_names_its_fix(
 
 
 def test_what_is_not_a_failure(tmp_path: Path) -> None:
-    b = write_build(tmp_path / "b", smb_share="gmi", export_path="E:\\new\\export")
-    _sim_state(b, smb_shares={"GMI": "D:\\GMI"}, secure_boot_templates=[])
+    # (A share that is there, holds the paths and takes the login: test_hyperv_transfer.py,
+    # against a real SMB server.)
+    b = write_build(tmp_path / "b", export_path="E:\\new\\export")
+    _sim_state(b, secure_boot_templates=[])
     code, report, err = _check(b)
     assert code == 0, err
     items = _items(report)
-    assert items["smb-share"]["status"] == "ok" and "D:\\GMI" in items["smb-share"]["detail"]
+    assert items["smb-share"]["status"] == "skipped"
     assert items["secure-boot"]["status"] == "warn"  # the host could not list them
     assert "made by the build under E:\\" in items["space.export_path"]["detail"]
     off = write_build(tmp_path / "off", secure_boot=False)

@@ -321,7 +321,11 @@ def test_a_script_that_is_not_a_fixed_one_or_a_badly_typed_value_is_refused(stan
         asyncio.run(ex.run("Get-Process", {}, timeout_s=5))
     with pytest.raises(TargetError, match=r"\$Offset is \[long\]"):
         asyncio.run(
-            ex.run(script_text("file-read-chunk"), {"Path": "p", "Offset": "0", "Length": 1}, timeout_s=5)
+            ex.run(
+                script_text("file-read-pieces"),
+                {"Path": "p", "Offset": "0", "Length": 1, "PieceBytes": 1},
+                timeout_s=5,
+            )
         )
     assert stand_ins.opened == 0  # refused before anything was sent
 

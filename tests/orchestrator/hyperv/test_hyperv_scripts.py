@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,10 +34,19 @@ class Recording:
         self.inner = inner
         self.label = inner.label
         self.calls: list[tuple[str, dict[str, object]]] = []
+        self.inputs: list[list[str] | None] = []
 
-    async def run(self, script: str, params: Mapping[str, object], *, timeout_s: float) -> PsResult:
+    async def run(
+        self,
+        script: str,
+        params: Mapping[str, object],
+        *,
+        timeout_s: float,
+        input: Sequence[str] | None = None,
+    ) -> PsResult:
         self.calls.append((script, dict(params)))
-        return await self.inner.run(script, params, timeout_s=timeout_s)
+        self.inputs.append(None if input is None else list(input))
+        return await self.inner.run(script, params, timeout_s=timeout_s, input=input)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -71,8 +80,6 @@ def _normalized(bid: str, calls: list[tuple[str, dict[str, object]]]) -> list[di
         for k, v in params.items():
             if v == bid:
                 v = "<build-id>"
-            elif k == "DataBase64":
-                v = "<base64>"
             elif isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v):
                 v = "<sha256>"
             elif isinstance(v, str):  # the simulated VM's random id in export file names

@@ -161,7 +161,12 @@ def test_binding_errors_are_caught(name: str, old: str, new: str, fragment: str)
 @pytest.mark.parametrize(
     ("name", "old", "new", "fragment"),
     [
-        ("file-write-chunk", "-Path $dir -Force | Out-Null", "-Path $dir -Force", "New-Item returns objects"),
+        (
+            "file-write-pieces",
+            "-Path $dir -Force | Out-Null",
+            "-Path $dir -Force",
+            "New-Item returns objects",
+        ),
         ("vm-start", "Start-VM -VM $vm", "Start-VM -VM $vm -Passthru", "Start-VM returns objects"),
         ("vm-start", "Start-VM -VM $vm", "Write-Output 'starting'\nStart-VM -VM $vm", "Write-Output writes"),
         ("vm-start", "Start-VM -VM $vm", "$vm\nStart-VM -VM $vm", "the value of '$vm'"),

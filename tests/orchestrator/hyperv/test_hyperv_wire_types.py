@@ -20,7 +20,7 @@ from pypsrp.powershell import RunspacePool
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
-from orchestrator.hyperv.psrp import pipeline, wire_parameters
+from orchestrator.hyperv.psrp import begin, pipeline, wire_parameters
 from orchestrator.hyperv.scripts import (
     SCRIPT_NAMES,
     WIRE_TAGS,
@@ -127,19 +127,20 @@ def test_each_parameter_has_its_declared_type_on_the_wire(name: str, big: int) -
 
 
 def test_the_transfer_offsets_cross_as_int64() -> None:
-    for name in ("file-read-chunk", "file-write-chunk"):
+    for name in ("file-read-pieces", "file-write-pieces", "file-digest"):
         for big in BIG:
             values = _values(name, big)
             bound = _bound(_create_pipeline_xml(name, values))
-            assert bound["Offset"].tag == "I64"
-            assert int(bound["Offset"].text or "") == big
+            offset = "PrefixLength" if name == "file-digest" else "Offset"
+            assert bound[offset].tag == "I64"
+            assert int(bound[offset].text or "") == big
 
 
 def test_what_bare_pypsrp_would_have_sent() -> None:
     # The defect this guards against: pypsrp's own choice for an untagged int.
     pool, shell = _opened_pool()
-    untagged = {"Path": "x", "Offset": 2**31, "Length": 1}
-    pipeline(pool, script_text("file-read-chunk"), untagged).begin_invoke()  # type: ignore[arg-type]
+    untagged = {"Path": "x", "Offset": 2**31, "Length": 1, "PieceBytes": 1}
+    pipeline(pool, script_text("file-read-pieces"), untagged).begin_invoke()  # type: ignore[arg-type]
     payload = next(p for k, p in _messages(shell.fragments) if k == CREATE_PIPELINE)
     assert _bound(ET.fromstring(payload))["Offset"].tag == "I32"
 
@@ -193,3 +194,30 @@ def test_a_parameter_without_a_type_is_refused(monkeypatch: pytest.MonkeyPatch) 
     finally:
         monkeypatch.undo()
         scripts.script_params.cache_clear()
+
+
+PIPELINE_INPUT = 0x00041002  # [MS-PSRP] 2.2.1
+END_OF_PIPELINE_INPUT = 0x00041003
+
+
+def test_a_transfer_call_carries_its_pieces_as_pipeline_input() -> None:
+    # file-write-pieces reads its data as $input: one PIPELINE_INPUT message per piece,
+    # each a plain <S>, then END_OF_PIPELINE_INPUT, on the pipeline CreatePipeline opened.
+    pieces = [base64.b64encode(bytes([i]) * (1 << 20)).decode() for i in range(3)]
+    pool, shell = _opened_pool()
+    ps = pipeline(
+        pool,
+        script_text("file-write-pieces"),
+        wire_parameters("file-write-pieces", {"Path": "p", "Offset": 2**40}),
+    )
+    begin(ps, pieces)
+    messages = _messages(shell.fragments)
+    kinds = [kind for kind, _ in messages]
+    assert kinds == [CREATE_PIPELINE, PIPELINE_INPUT, PIPELINE_INPUT, PIPELINE_INPUT, END_OF_PIPELINE_INPUT]
+    create = ET.fromstring(messages[0][1])
+    assert create.find(".//B[@N='NoInput']") is not None
+    assert create.find(".//B[@N='NoInput']").text == "false"  # type: ignore[union-attr]
+    sent = [ET.fromstring(payload) for kind, payload in messages if kind == PIPELINE_INPUT]
+    assert [(e.tag, e.text) for e in sent] == [("S", piece) for piece in pieces]
+    # Each fragment fits the 500 KiB envelope (pypsrp splits a piece over several).
+    assert max(len(f) for f in shell.fragments) <= 512000

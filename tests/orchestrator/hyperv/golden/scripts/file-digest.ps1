@@ -1,7 +1,6 @@
 param(
     [string]$Path,
-    [long]$Offset,
-    [string]$DataBase64
+    [long]$PrefixLength
 )
 # Shared preamble: the loader puts it where a script says "# @preamble" (after its
 # param block, which PowerShell requires to come first).
@@ -44,18 +43,34 @@ function Test-GmiHalfMade {
     $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
         (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
 }
-# Writes at Offset (offset 0 starts the file anew): a chunk sent twice lands twice
-# at the same place, so a retried upload never corrupts the file.
-$dir = Split-Path -Parent $Path
-if (-not (Test-Path -LiteralPath $dir -PathType Container)) { New-Item -ItemType Directory -Path $dir -Force | Out-Null }
-$mode = if ($Offset -eq 0) { [System.IO.FileMode]::Create } else { [System.IO.FileMode]::OpenOrCreate }
-$bytes = [Convert]::FromBase64String($DataBase64)
-$stream = [System.IO.File]::Open($Path, $mode, [System.IO.FileAccess]::Write)
+# A file's size and sha256, and the sha256 of its first PrefixLength bytes, in one pass:
+# a transfer resumes only where the bytes already on the host (or the source it reads
+# from) hash as the other side says. Exit 1: no such file.
+if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) {
+    Out-GmiResult -Exit 1 -Message "$Path is not on the host"
+    return
+}
+$whole = [System.Security.Cryptography.SHA256]::Create()
+$prefix = [System.Security.Cryptography.SHA256]::Create()
+$buffer = [byte[]]::new(4MB)
+$done = [long]0
+$stream = [System.IO.File]::Open($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, [System.IO.FileShare]::Read)
 try {
-    $stream.Seek($Offset, [System.IO.SeekOrigin]::Begin) | Out-Null
-    $stream.Write($bytes, 0, $bytes.Length)
-    $stream.SetLength($Offset + $bytes.Length)
+    while (($read = $stream.Read($buffer, 0, $buffer.Length)) -gt 0) {
+        [void]$whole.TransformBlock($buffer, 0, $read, $null, 0)
+        $take = [Math]::Min([long]$read, $PrefixLength - $done)
+        if ($take -gt 0) { [void]$prefix.TransformBlock($buffer, 0, [int]$take, $null, 0) }
+        $done += $read
+    }
 } finally {
     $stream.Dispose()
 }
-Out-GmiResult -Facts @{ size = [string]($Offset + $bytes.Length) } -Message "wrote $($bytes.Length) bytes"
+[void]$whole.TransformFinalBlock($buffer, 0, 0)
+[void]$prefix.TransformFinalBlock($buffer, 0, 0)
+$facts = @{
+    sha256 = [BitConverter]::ToString($whole.Hash).Replace('-', '').ToLowerInvariant()
+    size = [string]$done
+    prefix_sha256 = [BitConverter]::ToString($prefix.Hash).Replace('-', '').ToLowerInvariant()
+    prefix_length = [string][Math]::Min($done, [Math]::Max([long]0, $PrefixLength))
+}
+Out-GmiResult -Facts $facts -Message "$Path sha256 $($facts.sha256)"

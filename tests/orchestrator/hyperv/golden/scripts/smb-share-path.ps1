@@ -1,0 +1,52 @@
+param(
+    [string]$Name
+)
+# Shared preamble: the loader puts it where a script says "# @preamble" (after its
+# param block, which PowerShell requires to come first).
+# Stop: a failing cmdlet ends the script instead of writing a record and going on.
+$ErrorActionPreference = 'Stop'
+# Progress records are serialized over WinRM one by one and slow everything down.
+$ProgressPreference = 'SilentlyContinue'
+
+function Out-GmiResult {
+    # The one output object of every script, as compact JSON (gmi-fsm parses it).
+    param([int]$Exit = 0, [hashtable]$Facts = @{}, [object[]]$Artifacts = @(), [string]$Message = '')
+    [pscustomobject]@{ exit = $Exit; facts = $Facts; artifacts = $Artifacts; message = $Message } |
+        ConvertTo-Json -Depth 5 -Compress
+}
+
+function Find-GmiVM {
+    # Exact name match: Get-VM -Name treats [ ] * ? as wildcards.
+    param([string]$Name)
+    Get-VM | Where-Object { $_.Name -ceq $Name } | Select-Object -First 1
+}
+
+function Test-GmiOwned {
+    # gmi-fsm marks the VMs it creates with the build id in their Notes.
+    param($VM, [string]$BuildId)
+    $null -ne $VM -and ([string]$VM.Notes).Contains("gmi-fsm build $BuildId")
+}
+
+function Get-GmiVhdPath {
+    # Where a build makes its VM's disk: the build id in the folder marks the disk, and so
+    # the VM, as this build's from the moment New-VM makes them (New-VM cannot set Notes).
+    param([string]$VmPath, [string]$VmName, [string]$BuildId)
+    $disks = Join-Path (Join-Path $VmPath $VmName) 'Virtual Hard Disks'
+    Join-Path (Join-Path $disks $BuildId) "$VmName.vhdx"
+}
+
+function Test-GmiHalfMade {
+    # This build's New-VM went through but its Set-VM -Notes did not: no Notes at all, and
+    # a disk at this build's own path (see Get-GmiVhdPath). Another's VM is never taken.
+    param($VM, [string]$VhdPath)
+    $null -ne $VM -and [string]::IsNullOrEmpty([string]$VM.Notes) -and
+        (@(Get-VMHardDiskDrive -VM $VM | ForEach-Object { $_.Path }) -contains $VhdPath)
+}
+# The folder on the host that SMB share Name serves: transfers over the share reach a
+# host path only through it. Exit 1: no such share (an error record, not an exception).
+$share = @(Get-SmbShare -Name $Name -ErrorAction SilentlyContinue)
+if ($share.Count -eq 0) {
+    Out-GmiResult -Exit 1 -Message "the host has no SMB share named '$Name'"
+    return
+}
+Out-GmiResult -Facts @{ 'smb.path' = [string]$share[0].Path } -Message "share $Name is $($share[0].Path)"
