@@ -24,6 +24,7 @@ from orchestrator.qemu.accel import choose_accel
 from orchestrator.qemu.cache import cached_debian_base, lab_ssh_key
 from orchestrator.recorder import BuildRecorder
 from orchestrator.targets.base import Stream
+from orchestrator.view import BuildView
 
 pytestmark = pytest.mark.vm
 
@@ -56,7 +57,7 @@ def test_a_clone_with_the_build_machine_id_fails_validation(tmp_path: Path) -> N
     recorder = BuildRecorder(store, build_id)
     recorder.record(FactRecorded(key="guest.machine_id", value=BUILD_MACHINE_ID, source="test"))
     spec, base_dir = builds.frozen_spec(recorder.state)
-    host = QemuHost(spec, base_dir, recorder)
+    host = QemuHost(spec, base_dir, BuildView(recorder))
 
     # The "exported" GMI: the base disk with the build's machine-id left in it.
     disks = host.export_dir / "Virtual Hard Disks"
