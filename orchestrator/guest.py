@@ -18,9 +18,11 @@ def guest_options(spec: BuildSpec) -> dict[str, Any]:
         "prepare.hyperv_daemons": p.hyperv_daemons,
         "prepare.grub_timeout_zero": p.grub_timeout_zero,
         "prepare.free_space": p.free_space,
-        "prepare.remove_build_user_keys": p.remove_build_user_keys,
+        "prepare.keep_build_user": p.keep_build_user,
         "prepare.locale": p.locale,
         "guest.user": spec.guest.user if spec.guest else "",
+        # Installed from an ISO: every user on the disk was made by this build.
+        "source.installed": bool(spec.source is not None and spec.source.iso is not None),
     }
 
 

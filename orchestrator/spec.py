@@ -254,7 +254,11 @@ class PrepareSpec(_Strict):
     hyperv_daemons: Literal["package", "source"] = "package"
     grub_timeout_zero: bool = True
     free_space: Literal["zero-fill", "fstrim", "none"] = "zero-fill"
-    remove_build_user_keys: bool = False
+    keep_build_user: bool = Field(
+        False,
+        description="Keep the build user in the image (locked: no password, no keys, no sudo rule); "
+        "by default a user the build created is removed at seal",
+    )
     locale: str = "en_US.UTF-8"
 
 

@@ -33,7 +33,11 @@ _KEYS = {
     "timeout_s",
     "retries",
     "ends_connection",
+    "run_from",
 }
+
+# Scripts rendered from another data file instead of written in the step.
+_GENERATED = {"sealed_image.seal": "seal_script"}
 
 Options = Mapping[str, Any]
 """Flat option names, e.g. ``prepare.update`` -> True, ``guest.user`` -> "genie"."""
@@ -55,6 +59,10 @@ def _load(name: str) -> dict[str, Any]:
         unknown = set(raw) - _KEYS
         if unknown:
             raise FamilyDataError(f"os_families/{name}.yaml step {i}: unknown keys {sorted(unknown)}")
+        if ("run" in raw) == ("run_from" in raw) or raw.get("run_from", "sealed_image.seal") not in _GENERATED:
+            raise FamilyDataError(
+                f"os_families/{name}.yaml step {i}: give `run`, or `run_from` one of {sorted(_GENERATED)}"
+            )
         if raw.get("stage") not in STAGE_NAMES:
             raise FamilyDataError(f"os_families/{name}.yaml step {i}: unknown stage {raw.get('stage')!r}")
     return data
@@ -90,6 +98,15 @@ def _args(names: Sequence[str], options: Options) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _run_text(record: Mapping[str, Any]) -> str:
+    if "run" in record:
+        return str(record["run"])
+    from states import sealed_image  # noqa: PLC0415
+
+    render = getattr(sealed_image, _GENERATED[record["run_from"]])
+    return str(render())
+
+
 def _strict(script: str) -> str:
     # Every data script stops at its first failing command (a failed install can never
     # be reported as success by a later `echo`) and syncs before it ends.
@@ -111,7 +128,7 @@ def guest_steps(family: str, stage: str, options: Options, *, default_timeout_s:
                 name=r["name"],
                 target="guest",
                 command=Command(
-                    _strict(r["run"]),
+                    _strict(_run_text(r)),
                     args=args,
                     sudo=sudo,
                     ends_connection=bool(r.get("ends_connection", False)),

@@ -67,6 +67,16 @@ class ParentPackage(_Strict):
     event_log_head_hash: Sha256 | None = None
 
 
+class SealedInfo(_Strict):
+    """What the sealed-image checks need to know of the build (docs/sealed-image.md):
+    whose key and sudo rule must be gone, whether the user itself must be, and the
+    hostname the image must not carry."""
+
+    build_user: str
+    build_user_removed: bool
+    build_hostname: str | None = None
+
+
 class Sidecar(_Strict):
     generator: Literal["gmi-fsm"] = GENERATOR
     format: Literal[1] = FORMAT
@@ -88,6 +98,7 @@ class Sidecar(_Strict):
     build: BuildInfo
     event_log: EventLogHead
     parent: ParentPackage | None = None
+    sealed: SealedInfo | None = None
 
 
 class SidecarError(ValueError):
@@ -136,6 +147,16 @@ def _int(value: str | None) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
+def _sealed(f: Mapping[str, str]) -> SealedInfo | None:
+    if not f.get("guest.user"):
+        return None
+    return SealedInfo(
+        build_user=f["guest.user"],
+        build_user_removed=f.get("guest.user_removed_at_seal") == "true",
+        build_hostname=f.get("guest.hostname") or None,
+    )
+
+
 def make_sidecar(inp: SidecarInputs) -> Sidecar:
     f = inp.facts
     return Sidecar(
@@ -171,6 +192,7 @@ def make_sidecar(inp: SidecarInputs) -> Sidecar:
             name=inp.event_log_name, seq=inp.event_log_seq, head_hash=inp.event_log_head_hash
         ),
         parent=inp.parent,
+        sealed=_sealed(f),
     )
 
 
