@@ -59,7 +59,9 @@ def _load(name: str) -> dict[str, Any]:
         unknown = set(raw) - _KEYS
         if unknown:
             raise FamilyDataError(f"os_families/{name}.yaml step {i}: unknown keys {sorted(unknown)}")
-        if ("run" in raw) == ("run_from" in raw) or raw.get("run_from", "sealed_image.seal") not in _GENERATED:
+        if ("run" in raw) == ("run_from" in raw) or raw.get(
+            "run_from", "sealed_image.seal"
+        ) not in _GENERATED:
             raise FamilyDataError(
                 f"os_families/{name}.yaml step {i}: give `run`, or `run_from` one of {sorted(_GENERATED)}"
             )

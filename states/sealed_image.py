@@ -87,7 +87,9 @@ def items() -> tuple[Item, ...]:
                 paths=paths,
                 remove=str(raw.get("remove", "")).strip(),
                 sysprep=str(raw.get("sysprep", "")),
-                ends_access=bool(raw.get("ends_access", raw["group"] == "access" or raw["id"] == "ssh-host-keys")),
+                ends_access=bool(
+                    raw.get("ends_access", raw["group"] == "access" or raw["id"] == "ssh-host-keys")
+                ),
             )
         )
     ids = [it.id for it in out]
@@ -121,9 +123,13 @@ def _globs(item: Item) -> str:
 def _rule_sh(item: Item, phase: Phase) -> str:
     i = shlex.quote(item.id)
     if item.rule == "absent":
-        return f'for p in {_globs(item)}; do if [ -e "$p" ] || [ -L "$p" ]; then leftover {i} "${{p#"$R"}}"; fi; done'
-    if item.rule == "empty":
-        return f'for p in {_globs(item)}; do if [ -s "$p" ]; then leftover {i} "${{p#"$R"}} is not empty"; fi; done'
+        test, note = '[ -e "$p" ] || [ -L "$p" ]', ""
+    elif item.rule == "empty":
+        test, note = '[ -s "$p" ]', " is not empty"
+    else:
+        test = ""
+    if test:
+        return f'for p in {_globs(item)}; do if {test}; then leftover {i} "${{p#"$R"}}{note}"; fi; done'
     if item.rule == "no_user_line":
         # root's own lines (root ALL=(ALL:ALL) ALL) are the distribution's, not the build's.
         return (
@@ -142,7 +148,7 @@ def _rule_sh(item: Item, phase: Phase) -> str:
         own_line = "0" if phase == "boot" else "1"
         return (
             f'uncommented "$R/etc/hosts" | awk -v h="$BUILD_HOSTNAME" -v own={own_line} '
-            "'{ bad = (own && $1 == \"127.0.1.1\"); "
+            '\'{ bad = (own && $1 == "127.0.1.1"); '
             'for (k = 2; k <= NF; k++) if (h != "" && ($k == h || index($k, h ".") == 1)) bad = 1; '
             "if (bad) print }'"
         )
@@ -179,7 +185,9 @@ def _render_checks(chosen: tuple[Item, ...], phase: Phase) -> str:
             )
         else:
             out.append(_rule_sh(it, phase))
-        out.append(f'if [ "$found" = 0 ]; then printf "ok %s: %s\\n" {shlex.quote(it.id)} {shlex.quote(it.what)}; fi')
+        out.append(
+            f'if [ "$found" = 0 ]; then printf "ok %s: %s\\n" {shlex.quote(it.id)} {shlex.quote(it.what)}; fi'
+        )
     return "\n".join(out) + "\n"
 
 
@@ -196,7 +204,7 @@ def seal_script() -> str:
     parts = [
         'BUILD_USER="$1"; KEEP_USER="$2"; BUILD_HOSTNAME=$(hostname); R=""',
         # Decided when the user first logged in (install_os): the build created it.
-        'REMOVE_USER=no',
+        "REMOVE_USER=no",
         'if [ -f /var/lib/gmi-fsm/build-user-created ] && [ "$BUILD_USER" != root ] '
         '&& [ "$KEEP_USER" != True ] && [ "$KEEP_USER" != true ]; then REMOVE_USER=yes; fi',
         'echo "build user $BUILD_USER: $( [ "$REMOVE_USER" = yes ] && echo removed || echo "kept, locked, '

@@ -1,6 +1,6 @@
-"""``validate --inspect``: look inside the disk offline, with libguestfs, for what a
-sealed GMI must not carry (SSH host keys, a machine-id, shell histories, cloud-init
-instance data, an unvacuumed journal).
+"""``validate --inspect`` and the validate stage: look inside the disk offline, with
+libguestfs, for what the sealed-image contract (``states/sealed_image.yaml``) says a
+GMI must not carry of its build: its access, its identity, its history.
 
 The tools run with ``LIBGUESTFS_BACKEND=direct`` (no libvirt daemon needed) and, on a
 machine without /dev/kvm, ``LIBGUESTFS_BACKEND_SETTINGS=force_tcg``: the appliance
@@ -10,7 +10,9 @@ then boots in software emulation (about 10-20 s). One appliance is started per d
 
 from __future__ import annotations
 
+import functools
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -18,17 +20,17 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.gmi.archive import Scan
 from orchestrator.gmi.hashing import CHUNK
 from orchestrator.gmi.naming import GmiNames
-from orchestrator.gmi.report import Check, check, failed
+from orchestrator.gmi.report import Check, check, failed, passed, skipped
+from states import sealed_image
+from states.sealed_image import BuildFacts
 
-JOURNAL_LIMIT_KIB = 16 * 1024  # journald preallocates 8 MiB files; a vacuumed journal is below this
 CALL_TIMEOUT_S = 600.0
 LINUX_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs"}
 
@@ -36,55 +38,31 @@ APT_PACKAGES = ("libguestfs-tools", "linux-image-cloud-amd64")
 """What Debian needs for --inspect: the tools and a kernel for the appliance."""
 
 
-@dataclass(slots=True)
-class Leftovers:
-    """What the disk holds at the paths a sealed image must have cleared."""
-
-    host_keys: list[str] = field(default_factory=list)
-    machine_id: str | None = None  # None: the file is absent
-    histories: list[str] = field(default_factory=list)
-    cloud_instance: list[str] = field(default_factory=list)
-    journal_kib: int | None = None  # None: no /var/log/journal
-
-
-def leftover_checks(found: Leftovers) -> list[Check]:
-    """Decide each check from what was found (pure: tested without libguestfs)."""
-    mid = found.machine_id
-    mid_ok = mid is None or mid.strip() in ("", "uninitialized")
+def contract_checks(found: Mapping[str, list[str]], prefix: str = "inspect") -> list[Check]:
+    """One check per contract item, from its leftovers (pure: tested without libguestfs)."""
+    what = {it.id: it.what for it in sealed_image.items()}
     return [
         check(
-            "inspect.ssh_host_keys",
-            not found.host_keys,
-            "no /etc/ssh/ssh_host_* (each clone makes its own on first boot)",
-            f"SSH host keys left in the image (every clone would share them): {', '.join(found.host_keys)}",
-        ),
-        check(
-            "inspect.machine_id",
-            mid_ok,
-            "/etc/machine-id " + ("absent" if mid is None else "empty"),
-            f"/etc/machine-id is set ({(mid or '').strip()[:40]}): "
-            "clones would share it and get one DHCP lease",
-        ),
-        check(
-            "inspect.shell_history",
-            not found.histories,
-            "no shell histories",
-            f"shell histories left: {', '.join(found.histories)}",
-        ),
-        check(
-            "inspect.cloud_init_instance",
-            not found.cloud_instance,
-            "no cloud-init instance data (first boot runs cloud-init afresh)",
-            "cloud-init instance data left (run `cloud-init clean --logs`): "
-            + ", ".join(found.cloud_instance),
-        ),
-        check(
-            "inspect.journal",
-            found.journal_kib is None or found.journal_kib <= JOURNAL_LIMIT_KIB,
-            "journal " + ("absent" if found.journal_kib is None else f"{found.journal_kib} KiB (vacuumed)"),
-            f"/var/log/journal holds {found.journal_kib} KiB (over {JOURNAL_LIMIT_KIB}): not vacuumed",
-        ),
+            f"{prefix}.{item_id}",
+            not left,
+            f"none left: {what[item_id]}",
+            f"left in the image: {what[item_id]}: {'; '.join(left)}",
+        )
+        for item_id, left in found.items()
     ]
+
+
+def build_facts_check(facts: BuildFacts) -> Check:
+    if facts.user:
+        return passed(
+            "inspect.build_facts",
+            f"build user {facts.user!r} ({'removed at seal' if facts.remove_user else 'kept, locked'})"
+            + (f", build hostname {facts.hostname!r}" if facts.hostname else ""),
+        )
+    return skipped(
+        "inspect.build_facts",
+        "the sidecar does not name the build user: its sudo rule, password and removal were not checked",
+    )
 
 
 def guestfs_env() -> dict[str, str]:
@@ -202,37 +180,52 @@ def _mount_root(g: Guestfish) -> str:
     raise GuestfishError("no Linux filesystem with /etc found on the disk")
 
 
-def gather(g: Guestfish) -> Leftovers:
-    found = Leftovers()
-    found.host_keys = g.lines("glob-expand", "/etc/ssh/ssh_host_*")
-    if g.call("is-file", "/etc/machine-id").strip() == "true":
-        found.machine_id = g.call("cat", "/etc/machine-id")
-    for pattern in (
-        "/root/.bash_history",
-        "/home/*/.bash_history",
-        "/root/.zsh_history",
-        "/home/*/.zsh_history",
-    ):
-        found.histories += g.lines("glob-expand", pattern)
-    found.cloud_instance = g.lines("glob-expand", "/var/lib/cloud/instances/*") + g.lines(
-        "glob-expand", "/var/lib/cloud/instance"
-    )
-    if g.call("is-dir", "/var/log/journal").strip() == "true":
-        found.journal_kib = int(g.call("du", "/var/log/journal").strip() or 0)
-    return found
+class GuestfishFiles:
+    """:class:`states.sealed_image.Files` over a mounted appliance. Links are resolved
+    here, inside the guest's tree: libguestfs would follow an absolute link into the
+    appliance's own root."""
+
+    def __init__(self, g: Guestfish) -> None:
+        self.g = g
+
+    def glob(self, pattern: str) -> list[str]:
+        return self.g.lines("glob-expand", pattern)
+
+    def _resolve(self, path: str) -> str | None:
+        for _ in range(8):
+            if self.g.call("is-symlink", path, ok_fail=True).strip() != "true":
+                return path if self.g.call("is-file", path, ok_fail=True).strip() == "true" else None
+            target = self.g.call("readlink", path).strip()
+            path = posixpath.normpath(
+                target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
+            )
+        return None
+
+    def size(self, path: str) -> int | None:
+        real = self._resolve(path)
+        return None if real is None else int(self.g.call("filesize", real).strip() or 0)
+
+    def read(self, path: str) -> str | None:
+        real = self._resolve(path)
+        return None if real is None else self.g.call("cat", real)
 
 
-def inspect_disk(disk: Path) -> list[Check]:
+def inspect_disk(disk: Path, facts: BuildFacts | None = None) -> list[Check]:
+    facts = facts or BuildFacts()
     g = Guestfish(disk)
     try:
         g.start()
         mounted = _mount_root(g)
-        checks = leftover_checks(gather(g))
+        found = sealed_image.evaluate(GuestfishFiles(g), facts, "offline")
     except (GuestfishError, subprocess.TimeoutExpired, ValueError) as exc:
         return [failed("inspect.disk", f"could not look inside {disk.name}: {exc}")]
     finally:
         g.close()
-    return [check("inspect.disk", True, f"mounted read-only: {mounted}", ""), *checks]
+    return [
+        check("inspect.disk", True, f"mounted read-only: {mounted}", ""),
+        build_facts_check(facts),
+        *contract_checks(found),
+    ]
 
 
 @contextmanager
@@ -262,7 +255,10 @@ def disk_on_disk(sc: Scan, names: GmiNames) -> Iterator[Path]:
 
 
 def inspect_package(
-    sc: Scan, names: GmiNames, inspector: Callable[[Path], list[Check]] | None = None
+    sc: Scan,
+    names: GmiNames,
+    inspector: Callable[[Path], list[Check]] | None = None,
+    facts: BuildFacts | None = None,
 ) -> list[Check]:
     if names.disk_entry not in sc.files:
         return [failed("inspect.disk", f"no {names.disk_entry} to inspect")]
@@ -270,6 +266,6 @@ def inspect_package(
         reason = unavailable_reason()
         if reason:
             return [failed("inspect.available", reason)]
-        inspector = inspect_disk
+        inspector = functools.partial(inspect_disk, facts=facts)
     with disk_on_disk(sc, names) as disk:
         return inspector(disk)

@@ -33,7 +33,9 @@ from orchestrator.gmi.naming import (
     vmgenie_accepts_name,
 )
 from orchestrator.gmi.report import Check, Report, check, failed, passed, skipped
+from orchestrator.gmi.sidecar import Sidecar
 from orchestrator.gmi.ties import ArchiveDigest, check_event_log, check_provenance, check_sidecar, check_sums
+from states.sealed_image import BuildFacts
 
 View = dict[str, str | int | None]
 
@@ -76,10 +78,20 @@ def validate(
     if inspect:
         from orchestrator.gmi import inspect as inspect_mod  # noqa: PLC0415
 
-        checks = inspect_mod.inspect_package(sc, names, inspector)
+        checks = inspect_mod.inspect_package(sc, names, inspector, build_facts(sidecar))
         report.inspect_unavailable = any(c.name == "inspect.available" and not c.ok for c in checks)
         report.add(*checks)
     return report
+
+
+def build_facts(sidecar: Sidecar | None) -> BuildFacts:
+    """What the sealed-image checks need to know of the build, from the sidecar."""
+    sealed = sidecar.sealed if sidecar is not None else None
+    if sealed is None:
+        return BuildFacts()
+    return BuildFacts(
+        user=sealed.build_user, hostname=sealed.build_hostname or "", remove_user=sealed.build_user_removed
+    )
 
 
 # -- what vmgenie's import does --------------------------------------------------------

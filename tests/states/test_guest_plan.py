@@ -17,9 +17,10 @@ OPTIONS = {
     "prepare.hyperv_daemons": "package",
     "prepare.grub_timeout_zero": True,
     "prepare.free_space": "zero-fill",
-    "prepare.remove_build_user_keys": True,
+    "prepare.keep_build_user": False,
     "prepare.locale": "en_US.UTF-8",
     "guest.user": "genie",
+    "source.installed": False,
 }
 
 
@@ -56,15 +57,19 @@ def test_dnf_renders_dnf_commands_and_dracut() -> None:
     hv = {s.name: s for s in guest_steps("dnf", "hyperv_integration", OPTIONS)}
     assert "dnf -y -q install hyperv-daemons" in hv["install-daemons"].command.text
     assert "dracut -f --regenerate-all" in hv["initramfs-drivers"].command.text
-    assert "dnf -y -q clean all" in {s.name: s for s in guest_steps("dnf", "cleanup", OPTIONS)}[
-        "package-cache"
-    ].command.text
+    assert (
+        "dnf -y -q clean all"
+        in {s.name: s for s in guest_steps("dnf", "cleanup", OPTIONS)}["package-cache"].command.text
+    )
 
 
 def test_zypper_renders_zypper_commands_and_source_build() -> None:
     upd = {s.name: s for s in guest_steps("zypper", "update", OPTIONS)}
     assert "zypper --non-interactive --quiet update" in upd["full-upgrade"].command.text
-    hv = {s.name: s for s in guest_steps("zypper", "hyperv_integration", {**OPTIONS, "prepare.hyperv_daemons": "source"})}
+    hv = {
+        s.name: s
+        for s in guest_steps("zypper", "hyperv_integration", {**OPTIONS, "prepare.hyperv_daemons": "source"})
+    }
     assert "install-daemons" not in hv
     build = hv["build-daemons"]
     assert "tools/hv" in build.command.text
@@ -101,7 +106,33 @@ def test_seal_is_the_last_command_and_ends_the_connection() -> None:
     text = seal.command.text
     assert seal.command.ends_connection
     assert text.index("cloud-init clean") < text.index("rm -f /etc/ssh/ssh_host_") < text.index("poweroff")
-    assert seal.command.args == ("True", "genie")
+    assert seal.command.args == ("genie", "False")
+
+
+def _origin(tmp_path: object, log: str, *args: str) -> dict[str, str]:
+    """Run install_os/build-user-origin against a fake cloud-init log (paths rewritten
+    into tmp_path: the step writes /var/lib/gmi-fsm in a guest)."""
+    (step,) = [s for s in guest_steps("apt", "install_os", OPTIONS) if s.name == "build-user-origin"]
+    root = str(tmp_path)
+    os.makedirs(f"{root}/var/log", exist_ok=True)
+    with open(f"{root}/var/log/cloud-init.log", "w") as f:
+        f.write(log)
+    script = step.command.text.replace("/var/", f"{root}/var/")
+    proc = subprocess.run(["sh", "-c", script, "origin", *args], capture_output=True, text=True, check=True)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def test_build_user_origin_decides_once_from_cloud_inits_first_boot(tmp_path: object) -> None:
+    made = _origin(tmp_path, "2026 - __init__.py[DEBUG]: Adding user genie\n", "genie", "False", "False")
+    assert made["guest.user_created"] == "true" and made["guest.user_removed_at_seal"] == "true"
+    # Decided once: later runs (logs truncated by cleanup) keep the first answer.
+    again = _origin(tmp_path, "", "genie", "False", "True")
+    assert again["guest.user_created"] == "true" and again["guest.user_removed_at_seal"] == "false"
+
+
+def test_a_user_of_the_base_image_is_kept(tmp_path: object) -> None:
+    facts = _origin(tmp_path, "User genie already exists, skipping.\n", "genie", "False", "False")
+    assert facts["guest.user_created"] == "false" and facts["guest.user_removed_at_seal"] == "false"
 
 
 def test_unknown_family_is_refused() -> None:
@@ -114,7 +145,9 @@ def _facts_image(env: dict[str, str] | None = None) -> dict[str, str]:
     (step,) = [s for s in guest_steps("apt", "cleanup", OPTIONS) if s.name == "facts-image"]
     assert step.facts == "key_value"
     assert not step.command.sudo
-    proc = subprocess.run(["sh", "-c", step.command.text], capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run(
+        ["sh", "-c", step.command.text], capture_output=True, text=True, env=env, check=True
+    )
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 

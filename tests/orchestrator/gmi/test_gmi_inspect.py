@@ -10,49 +10,30 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.gmi.inspect import Leftovers, inspect_disk, leftover_checks
+from orchestrator.gmi.inspect import contract_checks, inspect_disk
+from states import sealed_image
+from states.sealed_image import BuildFacts
+from tests.support.sealed_plants import HOSTNAME, PLANTS, USER, clean_root
 
 
-def test_clean_leftovers_pass() -> None:
-    checks = leftover_checks(Leftovers(machine_id="", journal_kib=8))
-    assert all(c.ok for c in checks), checks
+def test_each_contract_item_is_a_check_naming_its_leftovers() -> None:
+    found = {it.id: [] for it in sealed_image.items()}
+    found["ssh-host-keys"] = ["/etc/ssh/ssh_host_rsa_key"]
+    checks = {c.name: c for c in contract_checks(found)}
+    assert len(checks) == len(sealed_image.items())
+    assert not checks["inspect.ssh-host-keys"].ok
+    assert "/etc/ssh/ssh_host_rsa_key" in checks["inspect.ssh-host-keys"].evidence
+    assert all(c.ok for n, c in checks.items() if n != "inspect.ssh-host-keys")
 
 
-def test_each_leftover_is_named() -> None:
-    found = Leftovers(
-        host_keys=["/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_rsa_key.pub"],
-        machine_id="0123456789abcdef0123456789abcdef\n",
-        histories=["/root/.bash_history", "/home/genie/.bash_history"],
-        cloud_instance=["/var/lib/cloud/instances/iid-local01", "/var/lib/cloud/instance"],
-        journal_kib=90_000,
-    )
-    evidence = {c.name: c.evidence for c in leftover_checks(found) if not c.ok}
-    assert "/etc/ssh/ssh_host_rsa_key" in evidence["inspect.ssh_host_keys"]
-    assert "0123456789abcdef" in evidence["inspect.machine_id"]
-    assert "/home/genie/.bash_history" in evidence["inspect.shell_history"]
-    assert "iid-local01" in evidence["inspect.cloud_init_instance"]
-    assert "90000 KiB" in evidence["inspect.journal"]
-
-
-def _guest_image(tmp: Path, *, dirty: bool) -> Path:
-    root = tmp / "root"
-    for d in ("etc/ssh", "root", "home/genie", "var/lib/cloud/instances", "var/log/journal", "usr/bin"):
-        (root / d).mkdir(parents=True, exist_ok=True)
+def _guest_image(tmp: Path, root: Path) -> Path:
     (root / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12"\n')
-    (root / "etc/ssh/sshd_config").write_text("PermitRootLogin no\n")
-    (root / "etc/machine-id").write_text("")
-    if dirty:
-        (root / "etc/ssh/ssh_host_ed25519_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
-        (root / "etc/ssh/ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA build\n")
-        (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
-        (root / "home/genie/.bash_history").write_text("sudo apt-get install secrets\n")
-        (root / "var/lib/cloud/instances/iid-build").mkdir()
-        (root / "var/lib/cloud/instance").symlink_to("/var/lib/cloud/instances/iid-build")
-    raw = tmp / "disk.raw"
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    raw = tmp / f"{root.name}.raw"
     with raw.open("wb") as f:
         f.truncate(32 * 1024 * 1024)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", str(root), str(raw)], check=True)
-    vhdx = tmp / "disk.vhdx"
+    vhdx = tmp / f"{root.name}.vhdx"
     subprocess.run(
         ["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", str(raw), str(vhdx)],
         check=True,
@@ -68,21 +49,29 @@ needs_guestfs = pytest.mark.skipif(
 
 @pytest.mark.vm
 @needs_guestfs
-def test_inspect_finds_planted_leftovers(tmp_path: Path) -> None:
-    checks = {c.name: c for c in inspect_disk(_guest_image(tmp_path, dirty=True))}
+def test_inspect_names_every_leftover_in_a_real_disk(tmp_path: Path) -> None:
+    # Every leftover in one disk (one appliance boot): each item names its own.
+    root = clean_root(tmp_path, "dirty")
+    for item_id, plant in PLANTS.items():
+        if item_id != "dbus-machine-id":  # the link to machine-id stays a link: its leftover shows through it
+            plant(root)
+    facts = BuildFacts(user=USER, hostname=HOSTNAME, remove_user=True)
+    checks = {c.name: c for c in inspect_disk(_guest_image(tmp_path, root), facts)}
     assert checks["inspect.disk"].ok, checks["inspect.disk"].evidence
-    assert not checks["inspect.ssh_host_keys"].ok
-    assert "/etc/ssh/ssh_host_ed25519_key" in checks["inspect.ssh_host_keys"].evidence
-    assert not checks["inspect.machine_id"].ok and "0123456789abcdef" in checks["inspect.machine_id"].evidence
-    assert "/home/genie/.bash_history" in checks["inspect.shell_history"].evidence
-    assert "/var/lib/cloud/instance" in checks["inspect.cloud_init_instance"].evidence
+    offline = [it for it in sealed_image.items() if "offline" in it.phases]
+    bad = [it.id for it in offline if checks[f"inspect.{it.id}"].ok]
+    assert not bad, f"not named: {bad}"
+    assert "/etc/ssh/ssh_host_ed25519_key" in checks["inspect.ssh-host-keys"].evidence
+    # Resolved inside the guest's tree, not the appliance's own /etc/machine-id.
+    assert "/var/lib/dbus/machine-id is not empty" in checks["inspect.dbus-machine-id"].evidence
 
 
 @pytest.mark.vm
 @needs_guestfs
 def test_inspect_passes_a_clean_disk(tmp_path: Path) -> None:
-    checks = inspect_disk(_guest_image(tmp_path, dirty=False))
-    assert all(c.ok for c in checks), [(c.name, c.evidence) for c in checks]
+    facts = BuildFacts(user=USER, hostname=HOSTNAME, remove_user=True)
+    checks = inspect_disk(_guest_image(tmp_path, clean_root(tmp_path, "clean")), facts)
+    assert all(c.ok for c in checks), [(c.name, c.evidence) for c in checks if not c.ok]
 
 
 def test_validate_inspect_hands_the_extracted_disk_to_the_inspector(hyperv_build) -> None:  # type: ignore[no-untyped-def]
