@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.gmi.report import Check, check, failed, skipped
+from states import sealed_image
 
 MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -26,6 +27,7 @@ class Probe:
     command: str
     sudo: bool = False
     timeout_s: float = 60.0
+    args: tuple[str, ...] = ()  # "$1"...: values never go into the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ class Expectations:
     build_machine_id: str = ""
     build_host_key_fingerprint: str = ""
     hyperv: bool = True  # False on QEMU: no Hyper-V VMBus, so the daemons cannot run
+    build_user: str = ""
+    build_hostname: str = ""
+    build_user_removed: bool = False
 
 
 def probes(expect: Expectations) -> list[Probe]:
@@ -70,6 +75,21 @@ def probes(expect: Expectations) -> list[Probe]:
         Probe("network", "ip -o -4 addr show scope global"),
         Probe("hv_daemons", f"systemctl is-active {units}"),
         Probe("failed_units", "systemctl --failed --no-legend --plain"),
+        # The sealed-image contract's boot items (states/sealed_image.yaml).
+        Probe(
+            "sealed",
+            sealed_image.check_script("boot"),
+            sudo=True,
+            args=(expect.build_user, expect.build_hostname, "yes" if expect.build_user_removed else "no"),
+        ),
+        Probe(
+            "journal",
+            "echo boots=$(journalctl --list-boots --no-pager 2>/dev/null | grep -cE '[0-9a-f]{32}'); "
+            "echo machine_id=$(cat /etc/machine-id); "
+            "ls -1 /var/log/journal 2>/dev/null | sed 's/^/dir=/'; true",
+            sudo=True,
+        ),
+        Probe("passwd", "getent passwd"),
     ]
 
 
@@ -182,6 +202,54 @@ def check_failed_units(out: Output | None, *, hyperv: bool = True) -> Check:
     )
 
 
+def check_sealed(out: Output | None) -> list[Check]:
+    """One check per boot item of the sealed-image contract, from the check script's listing."""
+    what = {it.id: it.what for it in sealed_image.for_phase("boot")}
+    if out is None or out.exit_code != 0:
+        why = "not run" if out is None else f"exit {out.exit_code}: {_tail(out.stderr)}"
+        return [failed("boot.sealed", f"the sealed-image check script failed ({why})")]
+    left: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(ok|leftover) ([a-z0-9-]+)(?:: (.*))?$", line)
+        if m and m.group(2) in what:
+            seen.add(m.group(2))
+            if m.group(1) == "leftover":
+                left.setdefault(m.group(2), []).append(m.group(3) or "")
+    unreported = ["not reported by the check script"]
+    return [
+        check(
+            f"boot.sealed.{item_id}",
+            item_id in seen and item_id not in left,
+            f"none left: {desc}",
+            f"left in the image: {desc}: {'; '.join(left.get(item_id, unreported))}",
+        )
+        for item_id, desc in what.items()
+    ]
+
+
+def check_journal(out: Output | None) -> Check:
+    """No journal from before the copy's first boot: one boot, one machine's folder."""
+    name = "boot.sealed.journal"
+    text = out.stdout if out else ""
+    boots = _field_eq(text, "boots")
+    mid = _field_eq(text, "machine_id")
+    dirs = [ln[4:] for ln in text.splitlines() if ln.startswith("dir=")]
+    foreign = [d for d in dirs if d != mid]
+    return check(
+        name,
+        boots == "1" and not foreign,
+        "the journal starts at this copy's first boot (one boot, its own machine-id folder)",
+        f"journal from before first boot: {boots or '?'} boots listed"
+        + (f", folders of other machines: {', '.join(foreign)}" if foreign else ""),
+    )
+
+
+def _field_eq(text: str, key: str) -> str:
+    m = re.search(rf"^{re.escape(key)}=(.*)$", text, re.MULTILINE)
+    return m.group(1).strip() if m else ""
+
+
 def evaluate(outputs: Mapping[str, Output], expect: Expectations) -> list[Check]:
     """Decide every boot check from the probes' outputs (keyed by :class:`Probe` name)."""
     return [
@@ -195,6 +263,8 @@ def evaluate(outputs: Mapping[str, Output], expect: Expectations) -> list[Check]
         check_network(_get(outputs, "network")),
         check_daemons(_get(outputs, "hv_daemons"), expect.daemons, expect.hyperv),
         check_failed_units(_get(outputs, "failed_units"), hyperv=expect.hyperv),
+        *check_sealed(_get(outputs, "sealed")),
+        check_journal(_get(outputs, "journal")),
     ]
 
 

@@ -78,6 +78,7 @@ class QemuHost:
             "disk.compact": self._compact,
             "export.disk-only": self._export,
             "validate.boot": self._validate_boot,
+            "validate.inspect": self._validate_inspect,
             "work.remove": self._remove_work,
             "vm.power-down": self._power_down,
         }
@@ -137,6 +138,12 @@ class QemuHost:
             return [_local_op(stage, "gmi.package", "zip, SHA256SUMS, event log, provenance")]
         if stage == "validate":
             return [
+                _op(
+                    stage,
+                    "validate.inspect",
+                    "look inside the exported disk offline (libguestfs) for what the seal must have removed",
+                    timeout_s=1800,
+                ),
                 _op(
                     stage,
                     "validate.boot",
@@ -406,6 +413,18 @@ class QemuHost:
     async def _validate_boot(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
         return await _validate_copy(self, sink)
 
+    async def _validate_inspect(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        from orchestrator.gmi.inspect import inspect_disk, unavailable_reason  # noqa: PLC0415
+
+        vhdx = self.export_dir / "Virtual Hard Disks" / f"{self.spec.vm_name}.vhdx"
+        reason = unavailable_reason()
+        if reason:
+            # Not a failure: the boot checks still run; the fact says what was not checked.
+            sink("stdout", f"skipped: {reason}\n".encode())
+            return CommandResult(0, facts={"validate.inspect": f"skipped: {reason}"})
+        checks = await asyncio.to_thread(inspect_disk, vhdx, build_facts(self.view.facts, self.spec))
+        return _checks_result(checks, sink)
+
     @property
     def export_dir(self) -> Path:
         return self.output_dir / self.spec.gmi_name
@@ -445,6 +464,7 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
     user and key) and run the checklist's checks in it."""
     import secrets as random  # noqa: PLC0415
 
+    from orchestrator.gmi.build_access import build_access_check, login_users  # noqa: PLC0415
     from orchestrator.gmi.checks import Output, evaluate, probes  # noqa: PLC0415
     from orchestrator.qemu._run import run_tool  # noqa: PLC0415
     from orchestrator.qemu.disk import create_work_copy  # noqa: PLC0415
@@ -507,22 +527,63 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
             ) from None
         for probe in probes(expect):
             buf = _Collect()
-            res = await ssh.run(Command(probe.command, sudo=probe.sudo), timeout_s=probe.timeout_s, sink=buf)
+            res = await ssh.run(
+                Command(probe.command, args=probe.args, sudo=probe.sudo), timeout_s=probe.timeout_s, sink=buf
+            )
             outputs[probe.name] = Output(buf.text("stdout"), res.exit_code, buf.text("stderr"))
+        users = login_users(outputs["passwd"].stdout, expect.build_user)
+        access = await build_access_check("127.0.0.1", vm.ssh_port, users, build_credentials(host))
     finally:
         if ssh is not None:
             await ssh.close()
         await vm.close()
     checks = evaluate(outputs, expect)
     checks.insert(0, _login_check(seen_keys))
+    checks.append(access)
+    shutil.rmtree(work, ignore_errors=True)
+    return _checks_result(checks, sink)
+
+
+def _checks_result(checks: list[Any], sink: OutputSink) -> CommandResult:
+    """Each check as a recorded fact and a line of output; any failure fails the step."""
     found = {f"validate.{c.name}": f"{c.status}: {c.evidence}" for c in checks}
     for c in checks:
         sink("stdout", f"{c.status:4} {c.name}: {c.evidence}\n".encode())
-    shutil.rmtree(work, ignore_errors=True)
     bad = [c for c in checks if not c.ok]
     if bad:
         return CommandResult(1, error="; ".join(f"{c.name}: {c.evidence}" for c in bad), facts=found)
     return CommandResult(0, facts=found)
+
+
+def build_facts(facts: Mapping[str, str], spec: BuildSpec) -> Any:
+    """What the sealed-image checks need of the build, from its recorded facts."""
+    from states.sealed_image import BuildFacts  # noqa: PLC0415
+
+    return BuildFacts(
+        user=facts.get("guest.user") or (spec.guest.user if spec.guest else ""),
+        hostname=facts.get("guest.hostname", ""),
+        remove_user=facts.get("guest.user_removed_at_seal") == "true",
+    )
+
+
+def build_credentials(host: QemuHost) -> Any:
+    """The build's own key/password: the validate stage proves they open nothing."""
+    from orchestrator.gmi.build_access import BuildCredentials  # noqa: PLC0415
+    from orchestrator.secrets import resolve  # noqa: PLC0415
+    from orchestrator.targets.guest_ssh import key_file  # noqa: PLC0415
+
+    guest = host.spec.guest
+    if guest is None:
+        return BuildCredentials()
+
+    def secret(ref: str | None, where: str) -> str | None:
+        return resolve(ref, where=where, base_dir=host.base_dir).reveal() if ref else None
+
+    return BuildCredentials(
+        key_path=key_file(guest.ssh_private_key, host.base_dir),
+        key_passphrase=secret(guest.ssh_key_passphrase, "guest.ssh_key_passphrase"),
+        password=secret(guest.password, "guest.password"),
+    )
 
 
 def _expectations(host: QemuHost, hostname: str) -> Any:
@@ -530,6 +591,7 @@ def _expectations(host: QemuHost, hostname: str) -> Any:
     from orchestrator.gmi.checks import Expectations  # noqa: PLC0415
 
     facts = host.view.facts
+    build = build_facts(facts, host.spec)
     return Expectations(
         hostname=hostname,
         user=VALIDATE_USER,
@@ -541,6 +603,9 @@ def _expectations(host: QemuHost, hostname: str) -> Any:
         build_machine_id=facts.get("guest.machine_id", ""),
         build_host_key_fingerprint=facts.get(HOST_KEY_FACT, ""),
         hyperv=False,
+        build_user=build.user,
+        build_hostname=build.hostname,
+        build_user_removed=build.remove_user,
     )
 
 

@@ -83,3 +83,5 @@ def test_a_clone_with_the_build_machine_id_fails_validation(tmp_path: Path) -> N
     assert BUILD_MACHINE_ID in result.error  # the evidence names what was left
     assert result.facts["validate.boot.machine_id"].startswith("fail")
     assert result.facts["validate.boot.login"].startswith("pass")
+    # The base image still holds the build user's key: the attacker's check names it.
+    assert "boot.sealed.build-access" in result.error and "logs in as gmi" in result.error

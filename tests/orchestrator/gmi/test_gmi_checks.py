@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.gmi.checks import Expectations, Output, evaluate, probes
+from states import sealed_image
 
 BUILD_MID = "0123456789abcdef0123456789abcdef"
 BUILD_FP = "SHA256:buildbuildbuildbuildbuildbuildbuildbuild0"
@@ -32,6 +33,11 @@ GOOD = {
     "network": Output("2: eth0    inet 172.20.1.23/20 brd 172.20.15.255 scope global dynamic eth0\n", 0),
     "hv_daemons": Output("active\nactive\n", 0),
     "failed_units": Output("", 0),
+    "sealed": Output("".join(f"ok {it.id}: {it.what}\n" for it in sealed_image.for_phase("boot")), 0),
+    "journal": Output(
+        "boots=1\nmachine_id=fedcba9876543210fedcba9876543210\ndir=fedcba9876543210fedcba9876543210\n", 0
+    ),
+    "passwd": Output("root:x:0:0:root:/root:/bin/bash\ngenie:x:1000:1000::/home/genie:/bin/bash\n", 0),
 }
 
 
@@ -42,6 +48,8 @@ def _by_name(outputs: dict[str, Output], expect: Expectations = EXPECT) -> dict[
 def test_probes_cover_every_check() -> None:
     names = [p.name for p in probes(EXPECT)]
     assert set(names) == set(GOOD)
+    sealed = next(p for p in probes(EXPECT) if p.name == "sealed")
+    assert sealed.sudo and sealed.args == ("", "", "no")
     assert "hv-kvp-daemon hv-vss-daemon" in next(p.command for p in probes(EXPECT) if p.name == "hv_daemons")
 
 
@@ -63,6 +71,8 @@ def test_each_failure_names_its_cause() -> None:
     bad["failed_units"] = Output(
         "cloud-final.service loaded failed failed Execute cloud user/final scripts\n", 0
     )
+    bad["sealed"] = Output("", 1, "sudo: a password is required")
+    bad["journal"] = Output(f"boots=2\nmachine_id=fedcba9876543210fedcba9876543210\ndir={BUILD_MID}\n", 0)
     r = _by_name(bad)
     assert all(status == "fail" for status, _ in r.values()), r
     assert "status error" in r["boot.cloud_init"][1]
@@ -71,6 +81,25 @@ def test_each_failure_names_its_cause() -> None:
     assert BUILD_FP in r["boot.ssh_host_keys"][1]
     assert "hv-vss-daemon=inactive" in r["boot.hyperv_daemons"][1]
     assert "cloud-final.service" in r["boot.failed_units"][1]
+    assert "password is required" in r["boot.sealed"][1]
+    assert "2 boots" in r["boot.sealed.journal"][1] and BUILD_MID in r["boot.sealed.journal"][1]
+
+
+def test_a_leftover_in_the_copy_is_named() -> None:
+    left = dict(GOOD)
+    left["sealed"] = Output(
+        GOOD["sealed"].stdout.replace(
+            "ok build-user-sudo:", "leftover build-user-sudo: /etc/sudoers.d/gmi names gmi\nx:"
+        ),
+        0,
+    )
+    r = _by_name(left)
+    assert r["boot.sealed.build-user-sudo"][0] == "fail"
+    assert "/etc/sudoers.d/gmi names gmi" in r["boot.sealed.build-user-sudo"][1]
+    # An item the script did not report at all is not taken as passed.
+    missing = dict(GOOD)
+    missing["sealed"] = Output("ok hostname: x\n", 0)
+    assert _by_name(missing)["boot.sealed.build-user"][0] == "fail"
 
 
 def test_uninitialized_machine_id_and_missing_keys_fail() -> None:
