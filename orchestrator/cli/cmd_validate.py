@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 @click.option(
     "--inspect",
     is_flag=True,
-    help="Also look inside the disk offline (libguestfs) for SSH host keys, a machine-id, shell "
-    "histories, cloud-init instance data and an unvacuumed journal.",
+    help="Also look inside the disk offline (libguestfs) for what the sealed-image contract says "
+    "a GMI must not carry of its build (keys, sudo rules, passwords, identity, logs; "
+    "docs/sealed-image.md).",
 )
 @json_option
 def validate(path: Path, inspect: bool, as_json: bool) -> None:
