@@ -100,6 +100,11 @@ class HyperVSimulatorSpec(_Strict):
     kvp_delay_s: float = Field(
         0.2, ge=0, le=MAX_RETRY_DELAY_S, description="Seconds after start until KVP reports an address"
     )
+    inspect_export: bool = Field(
+        False,
+        description="The simulator's export holds a real guest disk: inspect it offline in the "
+        "validate stage, as on a real host (off: its disks are placeholders, nothing to look into)",
+    )
 
 
 class HyperVHostSpec(_Strict):

@@ -24,14 +24,14 @@ from typing import Literal, Protocol
 
 Phase = Literal["seal", "boot", "offline"]
 PHASES: tuple[Phase, ...] = ("seal", "boot", "offline")
-RULES = ("absent", "empty", "no_user_line", "hosts", "hostname", "locked", "no_build_user")
+RULES = ("absent", "empty", "present_empty", "no_user_line", "hosts", "hostname", "locked", "no_build_user")
 GROUPS = ("access", "identity", "history")
 LOCALHOST_NAMES = ("localhost", "localhost.localdomain")
 LEFTOVER_EXIT = 3
 """The seal step's exit status when something is left: it does not power off."""
 
 _KEYS = {"id", "group", "what", "rule", "phases", "paths", "remove", "sysprep", "ends_access"}
-_PATH_RULES = {"absent", "empty", "no_user_line"}
+_PATH_RULES = {"absent", "empty", "present_empty", "no_user_line"}
 
 
 class ContractError(Exception):
@@ -126,6 +126,8 @@ def _rule_sh(item: Item, phase: Phase) -> str:
         test, note = '[ -e "$p" ] || [ -L "$p" ]', ""
     elif item.rule == "empty":
         test, note = '[ -s "$p" ]', " is not empty"
+    elif item.rule == "present_empty":
+        test, note = '[ -s "$p" ] || [ ! -f "$p" ]', " is missing or not empty"
     else:
         test = ""
     if test:
@@ -247,6 +249,15 @@ class BuildFacts:
     hostname: str = ""
     remove_user: bool = False
 
+    @classmethod
+    def from_facts(cls, facts: Mapping[str, str], default_user: str = "") -> BuildFacts:
+        """From a build's recorded facts (``install_os/build-user-origin``)."""
+        return cls(
+            user=facts.get("guest.user") or default_user,
+            hostname=facts.get("guest.hostname", ""),
+            remove_user=facts.get("guest.user_removed_at_seal") == "true",
+        )
+
 
 def evaluate_text(item: Item, files: Mapping[str, str], facts: BuildFacts, phase: Phase) -> list[str]:
     """Leftovers of a text rule, from the contents of the files it reads (path ->
@@ -312,6 +323,8 @@ def evaluate(files: Files, facts: BuildFacts, phase: Phase) -> dict[str, list[st
             out[it.id] = sorted({m for p in it.paths for m in files.glob(p)})
         elif it.rule == "empty":
             out[it.id] = [f"{p} is not empty" for p in it.paths if (files.size(p) or 0) > 0]
+        elif it.rule == "present_empty":
+            out[it.id] = [f"{p} is missing or not empty" for p in it.paths if files.size(p) != 0]
         else:
             paths = TEXT_FILES.get(it.rule) or tuple(m for p in it.paths for m in files.glob(p))
             texts = {p: t for p in paths if (t := files.read(p)) is not None}

@@ -60,6 +60,7 @@ from orchestrator.targets.base import Artifact, CommandResult, OutputSink
 from orchestrator.targets.local import Operation
 from orchestrator.view import EventReader
 from states.projection import BuildState, fold
+from states.sealed_image import BuildFacts
 
 TOOL_VERSION = "0.1.0"  # kept equal to orchestrator.builds.TOOL_VERSION (not imported: heavy)
 
@@ -371,4 +372,30 @@ def make_operations(
             artifacts=(_artifact("repository_index", result.index, "gmi.index"),),
         )
 
-    return {"gmi.document": op_document, "gmi.package": op_package, "gmi.publish": op_publish}
+    async def op_inspect(params: Mapping[str, object], sink: OutputSink) -> CommandResult:
+        from orchestrator.gmi.inspect import inspect_disk, unavailable_reason  # noqa: PLC0415
+
+        reason = unavailable_reason()
+        if reason:
+            # Not a failure: the boot checks still ran; the fact says what was not checked.
+            _say(sink, f"skipped: {reason}")
+            return CommandResult(0, facts={"validate.inspect": f"skipped: {reason}"})
+        st = ctx.state()
+        try:
+            disk, _export = _disk_and_export(ctx, st, params)
+        except PackageError as exc:
+            return _error(sink, exc)
+        facts = BuildFacts.from_facts(st.facts, ctx.spec.guest.user if ctx.spec.guest else "")
+        checks = await asyncio.to_thread(inspect_disk, disk, facts)
+        found = {f"validate.{c.name}": f"{c.status}: {c.evidence}" for c in checks}
+        for c in checks:
+            _say(sink, f"{c.status:4} {c.name}: {c.evidence}")
+        bad = [f"{c.name}: {c.evidence}" for c in checks if not c.ok]
+        return CommandResult(1 if bad else 0, error="; ".join(bad), facts=found)
+
+    return {
+        "gmi.document": op_document,
+        "gmi.package": op_package,
+        "gmi.publish": op_publish,
+        "gmi.inspect": op_inspect,
+    }

@@ -78,7 +78,6 @@ class QemuHost:
             "disk.compact": self._compact,
             "export.disk-only": self._export,
             "validate.boot": self._validate_boot,
-            "validate.inspect": self._validate_inspect,
             "work.remove": self._remove_work,
             "vm.power-down": self._power_down,
         }
@@ -138,12 +137,7 @@ class QemuHost:
             return [_local_op(stage, "gmi.package", "zip, SHA256SUMS, event log, provenance")]
         if stage == "validate":
             return [
-                _op(
-                    stage,
-                    "validate.inspect",
-                    "look inside the exported disk offline (libguestfs) for what the seal must have removed",
-                    timeout_s=1800,
-                ),
+                _local_op(stage, "gmi.inspect", "look inside the disk offline (libguestfs) for leftovers"),
                 _op(
                     stage,
                     "validate.boot",
@@ -413,18 +407,6 @@ class QemuHost:
     async def _validate_boot(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
         return await _validate_copy(self, sink)
 
-    async def _validate_inspect(self, _p: Mapping[str, object], sink: OutputSink) -> CommandResult:
-        from orchestrator.gmi.inspect import inspect_disk, unavailable_reason  # noqa: PLC0415
-
-        vhdx = self.export_dir / "Virtual Hard Disks" / f"{self.spec.vm_name}.vhdx"
-        reason = unavailable_reason()
-        if reason:
-            # Not a failure: the boot checks still run; the fact says what was not checked.
-            sink("stdout", f"skipped: {reason}\n".encode())
-            return CommandResult(0, facts={"validate.inspect": f"skipped: {reason}"})
-        checks = await asyncio.to_thread(inspect_disk, vhdx, build_facts(self.view.facts, self.spec))
-        return _checks_result(checks, sink)
-
     @property
     def export_dir(self) -> Path:
         return self.output_dir / self.spec.gmi_name
@@ -555,17 +537,6 @@ def _checks_result(checks: list[Any], sink: OutputSink) -> CommandResult:
     return CommandResult(0, facts=found)
 
 
-def build_facts(facts: Mapping[str, str], spec: BuildSpec) -> Any:
-    """What the sealed-image checks need of the build, from its recorded facts."""
-    from states.sealed_image import BuildFacts  # noqa: PLC0415
-
-    return BuildFacts(
-        user=facts.get("guest.user") or (spec.guest.user if spec.guest else ""),
-        hostname=facts.get("guest.hostname", ""),
-        remove_user=facts.get("guest.user_removed_at_seal") == "true",
-    )
-
-
 def build_credentials(host: QemuHost) -> Any:
     """The build's own key/password: the validate stage proves they open nothing."""
     from orchestrator.gmi.build_access import BuildCredentials  # noqa: PLC0415
@@ -589,9 +560,10 @@ def build_credentials(host: QemuHost) -> Any:
 def _expectations(host: QemuHost, hostname: str) -> Any:
     """What the fresh copy must show, and what must differ from the build VM."""
     from orchestrator.gmi.checks import Expectations  # noqa: PLC0415
+    from states.sealed_image import BuildFacts  # noqa: PLC0415
 
     facts = host.view.facts
-    build = build_facts(facts, host.spec)
+    build = BuildFacts.from_facts(facts, host.spec.guest.user if host.spec.guest else "")
     return Expectations(
         hostname=hostname,
         user=VALIDATE_USER,

@@ -362,7 +362,21 @@ class HostPlanner:
         ]
 
     def _after_validate(self) -> list[Step]:
-        return [self.remove_step("validate")]
+        steps = [self.remove_step("validate")]
+        sim = self.h.simulator
+        if self.h.fetch_export and (sim is None or sim.inspect_export):
+            # The export is on this machine: read its disk offline for leftovers of the build.
+            steps.insert(
+                0,
+                operation_step(
+                    "validate",
+                    "gmi.inspect",
+                    "look inside the disk offline (libguestfs) for leftovers",
+                    target="local",
+                    timeout_s=1800,
+                ),
+            )
+        return steps
 
     def remove_step(self, stage: str) -> Step:
         return self.ps(

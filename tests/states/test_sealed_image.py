@@ -93,3 +93,13 @@ def test_the_seal_script_is_valid_sh_and_ends_access_last() -> None:
     # The build's access goes only after the rest was checked: a failed seal can be resumed.
     assert script.index("rm -rf /var/log/journal/*") < script.index('rm -rf "$d"') < script.index("poweroff")
     assert script.index("rm -f /etc/ssh/ssh_host_*") > script.index("exit 3")
+
+
+def test_a_missing_machine_id_is_named_too(tmp_path: Path) -> None:
+    # Missing means first boot to systemd: systemd-firstboot would wait at the clone's console.
+    root = clean_root(tmp_path)
+    (root / "var/lib/dbus/machine-id").unlink()
+    (root / "etc/machine-id").unlink()
+    for phase in ("seal", "offline"):
+        assert "missing" in _sh_leftovers(root, phase)["machine-id"]
+        assert "missing" in _py_leftovers(root, phase)["machine-id"]
