@@ -89,7 +89,18 @@ def status(db: Path, build_id: str) -> dict[str, Any]:
 @pytest.mark.timeout(3000)
 def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, lab: dict[str, Any]) -> None:
     db = tmp_path / "events.db"
-    spec = write_spec(tmp_path, lab)
+    # The lab base already has the user; a cloud image's build creates it at first boot.
+    # This hook makes the build see it as its own, so the seal removes it for real.
+    as_created = {
+        "name": "user-as-created",
+        "stage": "install_os",
+        "when": "before",
+        "target": "guest",
+        "sudo": True,
+        "idempotent": True,
+        "run": "mkdir -p /var/lib/gmi-fsm && touch /var/lib/gmi-fsm/build-user-created",
+    }
+    spec = write_spec(tmp_path, lab, hooks=[as_created])
     runner = start_cli("run", spec, db=db)
     # Kill -9 the orchestrator in the middle of the zero-fill, a long guest command.
     wait_for_event(db, "type='StepStarted' AND json_extract(payload,'$.step')='zero-fill'", 1500)
@@ -118,7 +129,9 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     # How the VHDX was made is in the log: the programs of each host operation.
     (compact,) = [c for c in audit["commands"] if c["step"] == "disk.compact" and c["outcome"] == "succeeded"]
     programs = [" ".join(s["argv"]) for s in compact["subcommands"]]
-    assert any("qemu-img convert" in p and "-O vhdx" in p and "block_size=1048576" in p for p in programs), programs
+    assert any("qemu-img convert" in p and "-O vhdx" in p and "block_size=1048576" in p for p in programs), (
+        programs
+    )
     assert all(s["exit_code"] == 0 for s in compact["subcommands"]), compact["subcommands"]
     boots = [s for c in audit["commands"] if c["step"] == "vm.ensure-running" for s in c["subcommands"]]
     assert boots and all("qemu-system-x86_64" in s["argv"][0] for s in boots), boots
@@ -133,6 +146,14 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     assert facts["validate.boot.machine_id"].startswith("pass")
     assert facts["validate.boot.ssh_host_keys"].startswith("pass")
     assert facts["validate.boot.login"].startswith("pass")
+    # The sealed-image contract, checked in the booted copy and offline in the disk.
+    assert facts["guest.user_created"] == "true" and facts["guest.user_removed_at_seal"] == "true"
+    assert facts["validate.boot.sealed.build-access"].startswith("pass"), facts[
+        "validate.boot.sealed.build-access"
+    ]
+    assert facts["validate.boot.sealed.journal"].startswith("pass"), facts["validate.boot.sealed.journal"]
+    sealed = {k: v for k, v in facts.items() if k.startswith(("validate.boot.sealed.", "validate.inspect."))}
+    assert len(sealed) > 20 and all(v.startswith("pass") for v in sealed.values()), sealed
     # The guest powered off cleanly, so compaction zeroed its root journal's stale log.
     assert int(facts["compact.journal_zeroed_bytes"]) > 0, facts.get("compact.journal_skipped")
     assert int(facts["fs.used_bytes_all"]) > int(facts["fs.used_bytes"])  # / and the ESP
@@ -142,8 +163,14 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     vhdx = tmp_path / "out" / "GMI-Debian-12" / "Virtual Hard Disks" / "GMI Debian 12.vhdx"
     check = subprocess.run(["qemu-img", "check", "-f", "vhdx", str(vhdx)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-f", "vhdx", str(vhdx)],
-                                     capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", "-f", "vhdx", str(vhdx)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert info["actual-size"] < 1_200_000_000  # compacted: far below what a dirty disk takes
     # The QEMU host makes a disk-only GMI: named so vmgenie's import refuses it up front.
     assert not (tmp_path / "out" / "GMI-Debian-12.zip").exists()
@@ -154,13 +181,29 @@ def test_full_build_survives_kill_9_mid_command_and_validates(tmp_path: Path, la
     assert "Virtual Hard Disks/GMI Debian 12.vhdx" in names and "gmi-metadata.yml" in names
     assert not any(n.startswith("Virtual Machines") for n in names)
     assert list(manifest) == [
-        "gmi_version", "os", "version", "created", "updated", "vm_name", "hyperv_generation",
-        "maintainer", "maintainer_email", "source_url", "description", "checksum_sha256",
+        "gmi_version",
+        "os",
+        "version",
+        "created",
+        "updated",
+        "vm_name",
+        "hyperv_generation",
+        "maintainer",
+        "maintainer_email",
+        "source_url",
+        "description",
+        "checksum_sha256",
     ]  # exactly vmgenie's twelve keys
     valid = run_cli("validate", package, "--json", db=None, timeout=600)
     assert valid.returncode == 15, valid.stdout + valid.stderr  # valid, not importable by vmgenie
     report = json.loads(valid.stdout)
     assert report["ok"] is True and report["importable_by_vmgenie"] is False, report
+    inspected = run_cli("validate", package, "--inspect", "--json", db=None, timeout=900)
+    assert inspected.returncode == 15, inspected.stdout + inspected.stderr
+    checks = json.loads(inspected.stdout)["checks"]
+    names = {c["name"]: c for c in checks if c["name"].startswith("inspect.")}
+    assert names["inspect.build_facts"]["status"] == "pass"  # the sidecar named the build user
+    assert len(names) > 20 and all(c["status"] == "pass" for c in names.values()), names
     for vm_dir in (tmp_path / "out" / ".work" / build_id).glob("**/vm.json"):
         left = read_vm_record(vm_dir.parent)
         assert left is None or not left.is_running(), f"a VM was left running: {vm_dir}"
@@ -172,17 +215,25 @@ def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, 
     wrong_key = tmp_path / "wrong_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)], check=True)
     hooks = [
-        {   # drops its own SSH connection mid-command, once
-            "name": "drop-connection", "stage": "install_os", "when": "after", "target": "guest",
-            "sudo": True, "idempotent": True,
+        {  # drops its own SSH connection mid-command, once
+            "name": "drop-connection",
+            "stage": "install_os",
+            "when": "after",
+            "target": "guest",
+            "sudo": True,
+            "idempotent": True,
             "run": "if [ -f /var/tmp/gmi-dropped ]; then exit 0; fi; touch /var/tmp/gmi-dropped; sync; "
-                   "sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
+            "sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
         },
-        {   # replaces the host keys (as a rebuilt VM would), then drops the connection
-            "name": "rotate-host-keys", "stage": "update", "when": "before", "target": "guest",
-            "sudo": True, "idempotent": True,
+        {  # replaces the host keys (as a rebuilt VM would), then drops the connection
+            "name": "rotate-host-keys",
+            "stage": "update",
+            "when": "before",
+            "target": "guest",
+            "sudo": True,
+            "idempotent": True,
             "run": "if [ -f /var/tmp/gmi-rotated ]; then exit 0; fi; touch /var/tmp/gmi-rotated; "
-                   "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A; sync; sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
+            "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A; sync; sleep 1; pkill -KILL -f 'sshd: gmi'; sleep 30",
         },
     ]
     good = write_spec(tmp_path, lab, hooks=hooks, prepare={"update": False})
@@ -202,8 +253,7 @@ def test_guest_failures_are_clear_and_the_build_stays_resumable(tmp_path: Path, 
     events = json.loads(run_cli("history", build_id, "--json", db=db).stdout)
     failed_at = max(e["seq"] for e in events if e["type"] == "StageFailed")
     assert any(
-        e["type"] == "StepStarted" and e["step"] == "vm.power-down" and e["seq"] > failed_at
-        for e in events
+        e["type"] == "StepStarted" and e["step"] == "vm.power-down" and e["seq"] > failed_at for e in events
     ), "the build VM was powered down without a record"
 
     # 2. A key the guest refuses (the spec changed to another key mid-build): a clear
