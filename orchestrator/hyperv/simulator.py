@@ -209,6 +209,53 @@ class HyperVSimulator:
                 vm["disks"][0] = cp["disk"]
             return _checkpoint(st, vm, "Checkpoint-VM")
 
+    # -- a real guest behind a simulated VM (finishing a disk, see play_guests_outside) ----
+
+    def play_guests_outside(self) -> None:
+        """VMs made from a prepared disk (``vm-create-from-disk``) are played by a real VM
+        outside the simulator (a test boots QEMU on the uploaded disk, which is a real file
+        under a mounted folder): once started, such a VM reports no KVP address and no
+        integration services until :meth:`outside_guest_up`, and it is Off only when
+        :meth:`outside_guest_off` says so (a Stop-VM job waits for that)."""
+        with self._locked() as st:
+            st["outside_guests"] = True
+
+    def outside_guests(self) -> list[dict[str, Any]]:
+        """The VMs played outside: name, phase (``starting``: boot it now; ``up``; ``off``),
+        whether a Stop-VM job waits for it to power off, and the local files of its disk
+        and of the DVD in its second drive (the seed), if any."""
+        with self._locked() as st:
+            out = []
+            for vm in st["vms"].values():
+                if "outside" not in vm:
+                    continue
+                seed = vm["dvds"].get("2")
+                job = vm["stop_job"]
+                out.append(
+                    {
+                        "name": vm["name"],
+                        "phase": vm["outside"],
+                        "stop_requested": job is not None and job["state"] == "Running",
+                        "disk": str(_disk_path(st, vm["disks"][0])),
+                        "seed": str(_disk_path(st, seed)) if seed else None,
+                    }
+                )
+            return out
+
+    def outside_guest_up(self, vm_name: str) -> None:
+        with self._locked() as st:
+            vm = st["vms"][_key(vm_name)]
+            if vm["state"] == "Running":
+                vm.update(outside="up", started_at=time.time())
+
+    def outside_guest_off(self, vm_name: str) -> None:
+        """The real guest powered off: so does the simulated VM (a Stop-VM job completes)."""
+        with self._locked() as st:
+            vm = st["vms"][_key(vm_name)]
+            vm.update(state="Off", booted="", started_at=None, outside="off")
+            if vm["stop_job"] is not None and vm["stop_job"]["state"] == "Running":
+                vm["stop_job"]["state"] = "Completed"
+
     def operator_installs(self, vm_name: str) -> None:
         """What an operator does for ``install: manual``: install the OS from the
         console (with hv_kvp_daemon) and reboot into it."""
@@ -557,7 +604,7 @@ class HyperVSimulator:
 
     def _op_integration_status(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
-        talking = vm["state"] == "Running" and vm["booted"] == "disk"
+        talking = vm["state"] == "Running" and vm["booted"] == "disk" and vm.get("outside", "up") == "up"
         facts = {f"hyperv.ic.{short}": ("OK" if talking else "No Contact") for short in _IC.values()}
         return _result(0, facts, "integration services read")
 
@@ -800,6 +847,7 @@ def _advance(st: dict[str, Any]) -> None:
             vm["stop_job"] is not None
             and vm["stop_job"]["state"] == "Running"
             and now - vm["stop_job"]["started_at"] >= 0.1
+            and "outside" not in vm  # a real guest's power-off is reported by outside_guest_off
         ):
             vm.update(state="Off", booted="", started_at=None)
             vm["stop_job"]["state"] = "Completed"
@@ -817,13 +865,15 @@ def _start(st: dict[str, Any], vm: dict[str, Any], *, key_pressed: bool) -> None
     else:
         vm["booted"] = "disk" if installed else "no-os"
     vm.update(state="Running", started_at=time.time(), stop_job=None)
+    if vm.get("prepared_disk") and st.get("outside_guests"):
+        vm["outside"] = "starting"  # a real VM outside boots the disk now
 
 
 def _kvp_list(st: dict[str, Any], vm: dict[str, Any]) -> list[str]:
     if vm["state"] != "Running":
         return []
     link_local = ["fe80::215:5dff:fe00:1"]
-    if vm["booted"] != "disk" or st["faults"].get("kvp_never"):
+    if vm["booted"] != "disk" or st["faults"].get("kvp_never") or vm.get("outside", "up") != "up":
         return []
     if time.time() - vm["started_at"] < st["kvp_delay_s"]:
         return []

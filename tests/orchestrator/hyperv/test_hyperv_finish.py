@@ -5,10 +5,12 @@ validate` accepts as importable and whose sidecar and provenance name the parent
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
 import signal
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,10 @@ import yaml
 
 from orchestrator import builds
 from orchestrator.exit_codes import ExitCode
-from tests.support.gmi_fixtures import Build, disk_only_build, hyperv_build, vhdx_master
+from orchestrator.hyperv.simulator import HyperVSimulator
+from orchestrator.qemu.cache import cached_debian_base, lab_ssh_key
+from orchestrator.qemu.vm import DiskSpec, QemuVm, VmConfig, free_tcp_port
+from tests.support.gmi_fixtures import Build, disk_only_build, hyperv_build, local_build, vhdx_master
 from tests.support.hyperv_sim import SimBuild
 
 __all__ = ["disk_only_build", "hyperv_build", "vhdx_master"]
@@ -28,13 +33,20 @@ PARENT = "disk-only-GMI-Debian-12.zip"
 
 
 def finish_build(
-    root: Path, parent_out: Path | None, *, source: dict[str, str] | None = None, **host: Any
+    root: Path,
+    parent_out: Path | None,
+    *,
+    source: dict[str, str] | None = None,
+    guest: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    **host: Any,
 ) -> SimBuild:
     """A Hyper-V spec (SIMULATOR, host D:\\GMI a folder here) finishing the package in
     ``parent_out`` (copied with its SHA256SUMS and statement into ``root/parent``)."""
     root.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    key.write_private_key(str(root / "key"))
+    if guest is None:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        key.write_private_key(str(root / "key"))
     if parent_out is not None:
         shutil.copytree(parent_out, root / "parent")
     host_spec: dict[str, Any] = {
@@ -53,8 +65,9 @@ def finish_build(
         "os": {"name": "Debian", "version": "12", "family": "apt"},
         "host": host_spec,
         "source": source or {"gmi_package": f"parent/{PARENT}"},
-        "guest": {"user": "genie", "ssh_private_key": "file:key"},
+        "guest": guest or {"user": "genie", "ssh_private_key": "file:key"},
         "output": {"dir": "out"},
+        **(extra or {}),
     }
     spec_path = root / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
@@ -261,3 +274,126 @@ def test_killed_mid_upload_the_resume_continues_from_the_last_checkpoint(
     # The resume sent the rest and at most two chunks again (plus the small seed media).
     assert total - size <= 2 * 1024 * 1024 + 64 * 1024, (total, size)
     assert b.cli("validate", str(b.dir / "out" / "GMI-Debian-12.zip")).returncode == ExitCode.OK
+
+
+# -- a real disk behind the simulator ------------------------------------------------------
+
+
+async def _play_guests(sim: HyperVSimulator, proc: subprocess.Popen[str], state_dir: Path, port: int) -> int:
+    """Boot a real QEMU VM whenever the simulator starts a VM made from a prepared disk,
+    on that uploaded disk (a real file under the mounted host folder) with the seed in
+    its second DVD drive; tell the simulator when it is up (KVP and integration
+    services then answer) and when it powered off. Returns how many boots it made."""
+    vm: QemuVm | None = None
+    boots = 0
+    try:
+        while proc.poll() is None:
+            for g in sim.outside_guests():
+                running = vm is not None and vm.is_running
+                if g["phase"] == "starting" and not running:
+                    if vm is not None:
+                        await vm.close()
+                    vm = QemuVm(
+                        VmConfig(
+                            name="finish-guest",
+                            state_dir=state_dir,
+                            disks=[DiskSpec(Path(g["disk"]), "vhdx")],
+                            seed_iso=Path(g["seed"]) if g["seed"] else None,
+                            memory_mib=1536,
+                            ssh_port=port,
+                        )
+                    )
+                    await vm.start()
+                    boots += 1
+                    await vm.wait_for_port(300)
+                    sim.outside_guest_up(g["name"])
+                elif running and g["stop_requested"] and vm is not None:
+                    await vm.powerdown(60)
+                if vm is not None and not vm.is_running and g["phase"] != "off":
+                    sim.outside_guest_off(g["name"])
+            await asyncio.sleep(0.3)
+    finally:
+        if vm is not None:
+            await vm.close()
+    return boots
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(900)
+def test_a_real_debian_disk_is_finished_behind_the_simulator(tmp_path: Path) -> None:
+    """The disk-only package holds a real Debian 12 disk (the lab's cached base, converted
+    to a dynamic VHDX by qemu-img, documented and packaged by gmi-fsm's own package
+    stages); the finishing build uploads it to the SIMULATED host, and the simulated VM's
+    boot is a real QEMU VM on the uploaded file with the fresh seed: the build logs in
+    over SSH as a user only that seed creates, cleans and seals the guest again, and the
+    package it makes validates as importable."""
+    key, public = lab_ssh_key()
+    base = cached_debian_base(user="gmi", authorized_key=public)
+    master = tmp_path / "master.vhdx"
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            base.disk_format,
+            "-O",
+            "vhdx",
+            "-o",
+            "subformat=dynamic",
+            str(base.disk),
+            str(master),
+        ],
+        check=True,
+    )
+    parent = local_build(tmp_path / "parent", master, hyperv=False)
+    assert parent.run_op("gmi.document").ok
+    assert parent.run_op("gmi.package").ok
+    port = free_tcp_port()
+    b = finish_build(
+        tmp_path / "b",
+        parent.out,
+        # genie exists only once the fresh seed's cloud-init made it (the base has gmi).
+        guest={"user": "genie", "ssh_private_key": f"file:{key}", "ssh_port": port},
+        extra={"prepare": {"free_space": "none"}},
+        boot_timeout_s=300,
+        shutdown_timeout_s=120,
+        transfer_chunk_mib=64,
+        simulator={
+            "state": "sim.json",
+            "kvp_delay_s": 0.05,
+            "guest_steps": True,
+            "guest_address": "127.0.0.1",
+        },
+    )
+    sim = b.sim()
+    sim.play_guests_outside()
+    proc = b.popen("run", "spec.yaml")
+    loop = asyncio.new_event_loop()
+    try:
+        boots = loop.run_until_complete(_play_guests(sim, proc, tmp_path / "vm", port))
+    finally:
+        loop.close()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-4000:]
+    assert boots == 1
+
+    bid = _build_id(b)
+    audit = json.loads(b.cli("audit", bid, "--format", "json").stdout)
+    guest = [c for c in audit["commands"] if c["target"] == "guest" and c["kind"] == "step"]
+    names = {c["step"] for c in guest}
+    assert {"wait-first-boot", "facts-os", "seal-and-power-off"} <= names
+    assert "install-daemons" not in names and "datasource-nocloud" not in names  # the disk is prepared
+    assert all(c["outcome"] == "succeeded" for c in guest)
+    facts = audit["facts"]
+    assert facts["os.id"] == "debian"
+    assert facts["guest.ssh_host_key_fingerprint"].startswith("SHA256:")
+    assert all(facts[f"hyperv.ic.{ic}"] == "OK" for ic in ("heartbeat", "kvp", "vss", "shutdown"))
+
+    zip_path = b.dir / "out" / "GMI-Debian-12.zip"
+    code, report, err = b.run_json("validate", str(zip_path))
+    assert code == ExitCode.OK, (report, err)
+    sidecar = yaml.safe_load(zipfile.ZipFile(zip_path).read("gmi-metadata.yml"))
+    assert sidecar["parent"]["package"] == PARENT
+    assert sidecar["parent"]["sha256"] == _sha256(b.dir / "parent" / PARENT)
+    # The guest ran and was sealed again: the finished disk is not the parent's.
+    assert sidecar["checksum_sha256"] != facts["parent.vhdx_sha256"]
