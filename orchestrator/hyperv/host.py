@@ -307,8 +307,16 @@ class HyperVHost:
         self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
     ) -> CommandResult:
         local = self._source_disk()
+        extracted = self.spec.source is not None and self.spec.source.gmi_package is not None
+        if not local.is_file() and extracted:
+            # The work folder lost the extracted disk (cleaned up, or this is a rerun after
+            # a verified upload removed it): check the package and extract it again.
+            try:
+                await asyncio.to_thread(prepare_source, self.spec, self.base_dir, self.work_dir)
+            except SourceError as exc:
+                return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
         if not local.is_file():
-            return CommandResult(1, error=f"{local} is missing: run the source.prepare step again (--resume)")
+            return CommandResult(1, error=f"the disk to upload, {local}, is missing")
         remote = ntpath.join(
             self.planner.paths.vm_path,
             self.spec.vm_name,
@@ -322,6 +330,9 @@ class HyperVHost:
             return CommandResult(
                 1, error=f"the uploaded disk has sha256 {done.sha256}, the source's is {want}"
             )
+        if extracted:
+            # The host holds the verified disk: the extracted copy (the disk's size) goes.
+            local.unlink(missing_ok=True)
         return CommandResult(0, facts={"hyperv.disk_sha256": done.sha256, "hyperv.vhdx_path": remote})
 
     async def _op_integration_verify(

@@ -135,6 +135,8 @@ def test_a_disk_only_gmi_is_finished_into_an_importable_one(tmp_path: Path, disk
     assert all(facts[f"hyperv.ic.{ic}"] == "OK" for ic in ("heartbeat", "kvp", "vss", "shutdown"))
     assert facts["export.import_check"] == "ok"
     assert facts["package.validated"] == "GMI-Debian-12.zip"
+    # The extracted copy of the disk is gone once the host holds it, verified.
+    assert not (b.dir / ".gmi-fsm-work" / _build_id(b) / "source.vhdx").exists()
 
     # The plan: no install, no installer; a fresh seed; Compare-VM; the VM removed at the end.
     sim = b.sim().snapshot()
@@ -257,8 +259,9 @@ def test_a_full_gmi_cannot_be_the_source_of_a_qemu_or_local_build(tmp_path: Path
         validate_spec({**base, "source": {"gmi_package": PARENT, "vhdx": "d.vhdx"}, "host": {"kind": "qemu"}})
 
 
+@pytest.mark.parametrize("lose_work_copy", [False, True], ids=["work-copy-kept", "work-copy-lost"])
 def test_killed_mid_upload_the_resume_continues_from_the_last_checkpoint(
-    tmp_path: Path, disk_only_build: Build
+    tmp_path: Path, disk_only_build: Build, lose_work_copy: bool
 ) -> None:
     b = finish_build(tmp_path / "b", disk_only_build.out)
     size = (disk_only_build.disk).stat().st_size
@@ -268,6 +271,8 @@ def test_killed_mid_upload_the_resume_continues_from_the_last_checkpoint(
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     written = b.sim().snapshot()["data_bytes"]["written"]
     assert 0 < written < size
+    if lose_work_copy:  # the resume checks the package and extracts its disk again
+        (b.dir / ".gmi-fsm-work" / _build_id(b) / "source.vhdx").unlink()
     run = b.cli("run", "--resume", _build_id(b))
     assert run.returncode == 0, run.stderr[-3000:]
     total = b.sim().snapshot()["data_bytes"]["written"]
@@ -397,3 +402,31 @@ def test_a_real_debian_disk_is_finished_behind_the_simulator(tmp_path: Path) -> 
     assert sidecar["parent"]["sha256"] == _sha256(b.dir / "parent" / PARENT)
     # The guest ran and was sealed again: the finished disk is not the parent's.
     assert sidecar["checksum_sha256"] != facts["parent.vhdx_sha256"]
+
+
+def test_integration_services_not_ok_fail_the_finish(tmp_path: Path, disk_only_build: Build) -> None:
+    """integration.verify fails naming every service that is not OK (here: the VM made
+    from the disk was never started, so none has contact)."""
+    from orchestrator.hyperv.host import HyperVHost  # noqa: PLC0415
+    from orchestrator.hyperv.invoke import run_script  # noqa: PLC0415
+    from orchestrator.spec import load_spec  # noqa: PLC0415
+
+    b = finish_build(tmp_path / "b", disk_only_build.out)
+    spec, _ = load_spec(b.spec_path)
+    sim = b.sim()
+    host = HyperVHost(spec, b.dir, "bid-1", sim)
+    sim.put_file("D:\\GMI\\build\\GMI Debian 12\\Virtual Hard Disks\\bid-1\\GMI Debian 12.vhdx", b"disk")
+    provision = {s.name: s for s in host.plan("provision")}
+    (verify,) = [s for s in host.plan("hyperv_integration") if s.target == "host"]
+    assert verify.name == "integration.verify"
+
+    async def go() -> tuple[int | None, str]:
+        for name in ("vm.create", "vm.configure"):
+            cmd = provision[name].command
+            assert (await run_script(sim, cmd.text, dict(cmd.params), timeout_s=10)).exit == 0
+        result = await host.target("host").run(verify.command, timeout_s=10, sink=lambda _s, _d: None)
+        return result.exit_code, result.error
+
+    code, error = asyncio.run(go())
+    assert code == 1
+    assert "integration services not OK: guest_service_interface, heartbeat, kvp, shutdown, vss" in error
