@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -430,3 +431,56 @@ def test_integration_services_not_ok_fail_the_finish(tmp_path: Path, disk_only_b
     code, error = asyncio.run(go())
     assert code == 1
     assert "integration services not OK: guest_service_interface, heartbeat, kvp, shutdown, vss" in error
+
+
+def _host_step_starts(b: SimBuild) -> list[tuple[int, str]]:
+    return [
+        (ev.seq, f"{ev.payload['stage']}/{ev.payload['step']}")
+        for ev in builds.history(builds.open_store(b.db), _build_id(b))
+        if ev.type == "StepStarted" and ev.payload["target"] == "host" and not ev.payload.get("probe")
+    ]
+
+
+def test_finish_killed_at_every_host_step_resumes_without_duplicate_work(
+    tmp_path: Path, disk_only_build: Build
+) -> None:
+    ref = finish_build(tmp_path / "ref", disk_only_build.out)
+    assert ref.cli("run", "spec.yaml").returncode == 0
+    starts = _host_step_starts(ref)
+    assert len(starts) >= 18
+
+    def crash_and_resume(item: tuple[int, str]) -> str:
+        seq, step = item
+        b = finish_build(tmp_path / f"k{seq}", disk_only_build.out)
+        crashed = b.cli("run", "spec.yaml", kill_after_seq=seq)
+        if crashed.returncode != -signal.SIGKILL:
+            return (
+                f"{step}: expected SIGKILL after seq {seq}, got {crashed.returncode}: {crashed.stderr[-500:]}"
+            )
+        resumed = b.cli("run", "--resume", _build_id(b))
+        if resumed.returncode != 0:
+            return f"{step}: resume failed ({resumed.returncode}): {resumed.stderr[-800:]}"
+        sim = b.sim().snapshot()
+        if sim["counters"] != {"New-VM": 1, "Export-VM": 1, "Remove-VM": 1} or sim["vms"]:
+            return f"{step}: duplicate or leftover work after the kill: {sim['counters']} {list(sim['vms'])}"
+        if b.cli("validate", str(b.dir / "out" / "GMI-Debian-12.zip")).returncode != 0:
+            return f"{step}: the package does not validate"
+        return ""
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = [p for p in pool.map(crash_and_resume, starts) if p]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_vm_made_without_its_notes_is_finished_on_resume(tmp_path: Path, disk_only_build: Build) -> None:
+    """The connection is lost between New-VM and Set-VM -Notes: the VM on the build's own
+    disk path is recognised as this build's, half made, and gets its Notes on resume."""
+    b = finish_build(tmp_path / "b", disk_only_build.out)
+    b.sim().set_fault("host_gone_after", "New-VM")
+    first = b.cli("run", "spec.yaml")
+    assert first.returncode == ExitCode.BUILD_FAILED, first.stderr[-2000:]
+    vm = b.sim().snapshot()["vms"]["gmi debian 12"]
+    assert vm["notes"] == ""
+    resumed = b.cli("run", "--resume", _build_id(b))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert b.sim().snapshot()["counters"]["New-VM"] == 1
