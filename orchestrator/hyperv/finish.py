@@ -154,16 +154,20 @@ def _inherited(sidecar: Mapping[str, object]) -> dict[str, str]:
         "os.pretty_name": sidecar.get("os_pretty_name"),
         "kernel.release": sidecar.get("kernel"),
         "cloud_init.version": sidecar.get("cloud_init"),
-        "hyperv.daemons": ",".join(ics.get("daemons") or []) or None,
+        "hyperv.daemons": ",".join(_strings(ics.get("daemons"))) or None,
         "hyperv.daemons.source": ics.get("source"),
         "hyperv.daemons.version": ics.get("version"),
         "packages.count": sidecar.get("package_count"),
-        "users.default": ",".join(sidecar.get("default_users") or []) or None,  # type: ignore[arg-type]
+        "users.default": ",".join(_strings(sidecar.get("default_users"))) or None,
         "locale": sidecar.get("locale"),
         "source.path": src.get("uri"),
         "source.sha256": src.get("sha256"),
     }
     return {k: str(v) for k, v in pairs.items() if v not in (None, "")}
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def prepare_source(spec: BuildSpec, base_dir: Path, work_dir: Path) -> PreparedSource:
