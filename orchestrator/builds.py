@@ -76,6 +76,12 @@ def prepare(spec_path: Path) -> PreparedBuild:
     from orchestrator.spec import load_spec  # noqa: PLC0415
 
     spec, frozen = load_spec(spec_path)
+    if spec.source is not None and spec.source.finishes_disk:
+        # A disk to finish on Hyper-V must be there and be what it claims before a build
+        # is requested (raises SpecError, naming the source field).
+        from orchestrator.hyperv.finish import check_source  # noqa: PLC0415
+
+        check_source(spec, spec_path.resolve().parent, str(spec_path))
     return PreparedBuild(spec, frozen, spec_path.resolve())
 
 

@@ -34,7 +34,8 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     "not this build's event log)",
     ExitCode.SPEC_INVALID: "the spec file is missing, not a regular file of at most 1 MiB, not YAML (or "
     "nested deeper than 64 levels, or with a number of over 100 digits), or not a valid spec (the field "
-    "and line are named; .inf, NaN and out-of-range numbers included)",
+    "and line are named; .inf, NaN and out-of-range numbers included), or its disk to finish on Hyper-V "
+    "(source.gmi_package / source.vhdx) is missing or not a disk-only GMI / VHDX of the spec's OS",
     ExitCode.BUILD_FAILED: "a step failed; fix the cause, then `gmi-fsm run --resume ID`",
     ExitCode.BUILD_PAUSED: "paused: an operator must decide with `gmi-fsm resume ID --decision`",
     ExitCode.BUILD_BUSY: "another runner, decision or abort holds this build (whatever path named the "

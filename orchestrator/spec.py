@@ -205,6 +205,17 @@ HostSpec = Annotated[LocalHostSpec | QemuHostSpec | HyperVHostSpec, Field(discri
 class SourceSpec(_Strict):
     base_image: str | None = Field(None, description="A base disk (raw, qcow2 or VHDX)")
     iso: str | None = Field(None, description="An OS installer ISO")
+    gmi_package: str | None = Field(
+        None,
+        description="A disk-only GMI (disk-only-GMI-<Os>-<Ver>.zip, e.g. from the QEMU host) to finish "
+        "on a Hyper-V host: its VHDX becomes a generation 2 VM, booted with a fresh seed, validated, "
+        "exported and packaged as an importable GMI naming this package as its parent",
+    )
+    vhdx: str | None = Field(
+        None,
+        description="A prepared and sealed VHDX to finish on a Hyper-V host (as gmi_package, without a "
+        "parent package to name)",
+    )
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     kernel: str | None = Field(None, description="vmlinuz for direct kernel boot")
     initrd: str | None = None
@@ -228,10 +239,24 @@ class SourceSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> SourceSpec:
-        if (self.base_image is None) == (self.iso is None):
-            msg = "give exactly one of base_image or iso"
+        given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            msg = f"give exactly one of {', '.join(SOURCE_KINDS)} (found {', '.join(given) or 'none'})"
             raise ValueError(msg)
         return self
+
+    @property
+    def finishes_disk(self) -> bool:
+        """The source is a prepared disk (a disk-only GMI or a VHDX) to finish on Hyper-V."""
+        return self.gmi_package is not None or self.vhdx is not None
+
+    @property
+    def uri(self) -> str:
+        """The source's path as the spec gives it, whatever its kind."""
+        return next(str(v) for k in SOURCE_KINDS if (v := getattr(self, k)) is not None)
+
+
+SOURCE_KINDS = ("base_image", "iso", "gmi_package", "vhdx")
 
 
 class GuestSpec(_Strict):
@@ -328,6 +353,13 @@ class BuildSpec(_Strict):
                 raise ValueError(msg)
         if self.host.kind == "qemu" and self.source is not None and self.source.iso is not None:
             self._qemu_iso_install()
+        if self.source is not None and self.source.finishes_disk and self.host.kind != "hyperv":
+            kind = "gmi_package" if self.source.gmi_package is not None else "vhdx"
+            msg = (
+                f"source.{kind} (finishing a prepared disk) needs host kind hyperv, not {self.host.kind}: "
+                "only Hyper-V can make the VM configuration (.vmcx) an importable GMI holds"
+            )
+            raise ValueError(msg)
         if any(h.target == "guest" for h in self.hooks) and self.host.kind == "local":
             msg = "guest hooks need a host with a guest (qemu or hyperv)"
             raise ValueError(msg)

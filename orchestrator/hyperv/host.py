@@ -9,6 +9,7 @@ read through KVP in the session step.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ntpath
 from collections.abc import Callable, Mapping
@@ -17,9 +18,17 @@ from typing import TYPE_CHECKING
 
 from orchestrator.hooks import with_hooks
 from orchestrator.hyperv.executor import PowerShellExecutor
+from orchestrator.hyperv.finish import (
+    SourceError,
+    finish_guest_steps,
+    first_boot_seed,
+    prepare_source,
+    source_path,
+)
+from orchestrator.hyperv.finish_plan import FinishPlanner
 from orchestrator.hyperv.invoke import run_script
 from orchestrator.hyperv.plan import HostPlanner
-from orchestrator.hyperv.seed import SeedError, seed_media, write_seed_media
+from orchestrator.hyperv.seed import SeedError, SeedMedia, seed_media, write_seed_media
 from orchestrator.hyperv.target import HyperVTarget, Operation
 from orchestrator.hyperv.transfer import TransferOptions, download_folder, transfer_options, upload_file
 from orchestrator.spec import BuildSpec, HyperVHostSpec
@@ -74,7 +83,9 @@ class HyperVHost:
         self.build_id = build_id
         self.executor = executor
         self.view = view
-        self.planner = HostPlanner(spec, build_id)
+        # A prepared disk to finish (source.gmi_package / source.vhdx) has its own plan.
+        self.finishing = spec.source is not None and spec.source.finishes_disk
+        self.planner = FinishPlanner(spec, build_id) if self.finishing else HostPlanner(spec, build_id)
         self._guest_planner = guest_planner
         self.work_dir = work_dir or base_dir / ".gmi-fsm-work" / build_id
         self._guest_factory = guest_target_factory
@@ -94,6 +105,8 @@ class HyperVHost:
     def plan(self, stage: str) -> list[Step]:
         planner = self._guest_planner or default_guest_planner()
         guest = planner(self.spec, stage)
+        if self.finishing:
+            guest = finish_guest_steps(stage, guest)
         steps = [*self.planner.before(stage), *guest, *self.planner.after(stage)]
         return with_hooks(self.spec, stage, steps)
 
@@ -183,6 +196,10 @@ class HyperVHost:
             "install.operator": self._op_install_operator,
             "export.hash": self._op_export_hash,
             "export.fetch": self._op_export_fetch,
+            "source.prepare": self._op_source_prepare,
+            "disk.upload": self._op_disk_upload,
+            "integration.verify": self._op_integration_verify,
+            "package.validate": self._op_package_validate,
         }
 
     async def _op_iso_upload(
@@ -216,8 +233,12 @@ class HyperVHost:
         if not local.is_file():  # written once per build, so its digest stays the same on a rerun
             from orchestrator.targets.guest_ssh import build_user_public_key  # noqa: PLC0415
 
+            public_key = build_user_public_key(self.spec, self.base_dir)
             try:
-                media = seed_media(self.spec, build_user_public_key(self.spec, self.base_dir))
+                if params.get("Media") == "first-boot":
+                    media = SeedMedia("cidata", first_boot_seed(self.spec, self.build_id, public_key))
+                else:
+                    media = seed_media(self.spec, public_key)
             except SeedError as exc:
                 return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
             write_seed_media(local, media)
@@ -258,6 +279,96 @@ class HyperVHost:
             )
         self._facts_seen("vm-address", outcome.facts)
         return CommandResult(0, facts=outcome.facts)
+
+    # -- finishing a prepared disk (orchestrator/hyperv/finish.py) -------------------------
+
+    def _source_disk(self) -> Path:
+        """The disk ``disk.upload`` sends: the package's VHDX extracted into the work folder
+        by ``source.prepare``, or the spec's ``source.vhdx`` itself."""
+        assert self.spec.source is not None
+        if self.spec.source.vhdx is not None:
+            return source_path(self.spec, self.base_dir)
+        return self.work_dir / "source.vhdx"
+
+    async def _op_source_prepare(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        try:
+            done = await asyncio.to_thread(prepare_source, self.spec, self.base_dir, self.work_dir)
+        except SourceError as exc:
+            return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
+        if done.report:
+            sink("stdout", done.report.encode())
+        sink("stdout", f"disk {done.disk} sha256 {done.disk_sha256}\n".encode())
+        facts = {**done.facts, "source.vhdx_sha256": done.disk_sha256}
+        return CommandResult(0, facts=facts)
+
+    async def _op_disk_upload(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        local = self._source_disk()
+        extracted = self.spec.source is not None and self.spec.source.gmi_package is not None
+        if not local.is_file() and extracted:
+            # The work folder lost the extracted disk (cleaned up, or this is a rerun after
+            # a verified upload removed it): check the package and extract it again.
+            try:
+                await asyncio.to_thread(prepare_source, self.spec, self.base_dir, self.work_dir)
+            except SourceError as exc:
+                return CommandResult(1, error=f"{exc} (hint: {exc.hint})" if exc.hint else str(exc))
+        if not local.is_file():
+            return CommandResult(1, error=f"the disk to upload, {local}, is missing")
+        remote = ntpath.join(
+            self.planner.paths.vm_path,
+            self.spec.vm_name,
+            "Virtual Hard Disks",
+            self.build_id,
+            f"{self.spec.vm_name}.vhdx",
+        )  # Get-GmiVhdPath (the scripts' preamble): the build's own disk path
+        done = await upload_file(self.executor, local, remote, options=self.transfer_options(), sink=sink)
+        want = self.view.facts.get("source.vhdx_sha256") if self.view is not None else None
+        if want and done.sha256 != want:
+            return CommandResult(
+                1, error=f"the uploaded disk has sha256 {done.sha256}, the source's is {want}"
+            )
+        if extracted:
+            # The host holds the verified disk: the extracted copy (the disk's size) goes.
+            local.unlink(missing_ok=True)
+        return CommandResult(0, facts={"hyperv.disk_sha256": done.sha256, "hyperv.vhdx_path": remote})
+
+    async def _op_integration_verify(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        got = await run_script(
+            self.executor,
+            "integration-status",
+            {"VmName": self.spec.vm_name, "BuildId": self.build_id},
+            timeout_s=timeout_s,
+        )
+        services = {k: v for k, v in got.facts.items() if k.startswith("hyperv.ic.")}
+        for k, v in sorted(services.items()):
+            sink("stdout", f"{k.removeprefix('hyperv.ic.')}: {v}\n".encode())
+        bad = sorted(k.removeprefix("hyperv.ic.") for k, v in services.items() if v != "OK")
+        if got.exit != 0 or not services or bad:
+            return CommandResult(
+                1,
+                facts=got.facts,
+                error=f"integration services not OK: {', '.join(bad) or got.message or 'none reported'} "
+                "(the disk needs the Hyper-V daemons and hv_utils; see docs/hyperv.md section 7)",
+            )
+        return CommandResult(0, facts=got.facts)
+
+    async def _op_package_validate(
+        self, params: Mapping[str, object], timeout_s: float, sink: OutputSink
+    ) -> CommandResult:
+        from orchestrator.gmi.validate import validate  # noqa: PLC0415
+
+        out = Path(self.spec.output.dir)
+        zip_path = (out if out.is_absolute() else self.base_dir / out) / f"{self.spec.gmi_name}.zip"
+        report = await asyncio.to_thread(validate, zip_path)
+        sink("stdout", report.to_text().encode())
+        if not report.importable:
+            return CommandResult(1, error=f"{zip_path.name} did not pass `gmi-fsm validate` as importable")
+        return CommandResult(0, facts={"package.validated": zip_path.name})
 
     def _exported_vhdx(self) -> str:
         name = self.spec.vm_name

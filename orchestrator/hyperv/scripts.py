@@ -25,6 +25,8 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "vm-probe",
     "vm-create",
     "vm-configure",
+    "vm-create-from-disk",
+    "vm-configure-disk",
     "seed-attach",
     "vm-start",
     "vm-address",

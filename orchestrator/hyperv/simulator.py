@@ -36,6 +36,7 @@ import hashlib
 import json
 import ntpath
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -207,6 +208,53 @@ class HyperVSimulator:
                 vm["current_checkpoint"] = cp["id"]
                 vm["disks"][0] = cp["disk"]
             return _checkpoint(st, vm, "Checkpoint-VM")
+
+    # -- a real guest behind a simulated VM (finishing a disk, see play_guests_outside) ----
+
+    def play_guests_outside(self) -> None:
+        """VMs made from a prepared disk (``vm-create-from-disk``) are played by a real VM
+        outside the simulator (a test boots QEMU on the uploaded disk, which is a real file
+        under a mounted folder): once started, such a VM reports no KVP address and no
+        integration services until :meth:`outside_guest_up`, and it is Off only when
+        :meth:`outside_guest_off` says so (a Stop-VM job waits for that)."""
+        with self._locked() as st:
+            st["outside_guests"] = True
+
+    def outside_guests(self) -> list[dict[str, Any]]:
+        """The VMs played outside: name, phase (``starting``: boot it now; ``up``; ``off``),
+        whether a Stop-VM job waits for it to power off, and the local files of its disk
+        and of the DVD in its second drive (the seed), if any."""
+        with self._locked() as st:
+            out = []
+            for vm in st["vms"].values():
+                if "outside" not in vm:
+                    continue
+                seed = vm["dvds"].get("2")
+                job = vm["stop_job"]
+                out.append(
+                    {
+                        "name": vm["name"],
+                        "phase": vm["outside"],
+                        "stop_requested": job is not None and job["state"] == "Running",
+                        "disk": str(_disk_path(st, vm["disks"][0])),
+                        "seed": str(_disk_path(st, seed)) if seed else None,
+                    }
+                )
+            return out
+
+    def outside_guest_up(self, vm_name: str) -> None:
+        with self._locked() as st:
+            vm = st["vms"][_key(vm_name)]
+            if vm["state"] == "Running":
+                vm.update(outside="up", started_at=time.time())
+
+    def outside_guest_off(self, vm_name: str) -> None:
+        """The real guest powered off: so does the simulated VM (a Stop-VM job completes)."""
+        with self._locked() as st:
+            vm = st["vms"][_key(vm_name)]
+            vm.update(state="Off", booted="", started_at=None, outside="off")
+            if vm["stop_job"] is not None and vm["stop_job"]["state"] == "Running":
+                vm["stop_job"]["state"] = "Completed"
 
     def operator_installs(self, vm_name: str) -> None:
         """What an operator does for ``install: manual``: install the OS from the
@@ -453,6 +501,55 @@ class HyperVSimulator:
         }
         return _result(0, facts, "VM configured")
 
+    def _op_vm_create_from_disk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        """New-VM -VHDPath: a generation 2 VM on the uploaded (prepared) disk, then its Notes."""
+        name, bid = _s(p, "VmName"), _s(p, "BuildId")
+        vhd = _vhd_path(p)
+        vm = st["vms"].get(_key(name))
+        if vm is not None:
+            if _owned(vm, bid):
+                facts = {"hyperv.vm_id": vm["id"], "hyperv.vhdx_path": vhd}
+                return _result(0, facts, "the build VM already exists")
+            if not _half_made(vm, vhd):
+                raise ScriptFailed(f"a VM named '{name}' already exists and was not made by this build")
+        else:
+            if _key(vhd) not in st["files"]:
+                raise ScriptFailed(f"the disk {vhd} is not on the host: the upload step puts it there")
+            if _s(p, "SwitchName") not in st["switches"]:
+                raise ScriptFailed(f"New-VM: no switch '{_s(p, 'SwitchName')}'")
+            vm = _vm_record(name, _s(p, "VmPath"), vhd, _i(p, "MemoryMiB"), _s(p, "SwitchName"))
+            vm["prepared_disk"] = True  # an installed, sealed OS: it boots from the disk
+            st["vms"][_key(name)] = vm
+            _count(st, "New-VM")
+            _cmdlet(st, "New-VM")
+        vm["notes"] = f"gmi-fsm build {bid}"  # Set-VM -Notes
+        _cmdlet(st, "Set-VM")
+        return _result(0, {"hyperv.vm_id": vm["id"], "hyperv.vhdx_path": vhd}, "VM created from the disk")
+
+    def _op_vm_configure_disk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        vm = _own_vm(st, p)
+        mem = _i(p, "MemoryMiB")
+        vm.update(
+            memory_mib=mem,
+            dynamic_memory=bool(p["DynamicMemory"]),
+            cpus=_i(p, "Cpus"),
+            automatic_checkpoints=False,
+            secure_boot=bool(p["SecureBoot"]),
+            secure_boot_template=_s(p, "SecureBootTemplate") if p["SecureBoot"] else "",
+            tpm=False,
+            boot_order=["disk"],  # Set-VMFirmware -FirstBootDevice
+        )
+        facts = {
+            "hyperv.generation": "2",
+            "hyperv.memory_mib": str(mem),
+            "hyperv.dynamic_memory": str(bool(p["DynamicMemory"])),
+            "hyperv.cpus": str(_i(p, "Cpus")),
+            "hyperv.secure_boot": _s(p, "SecureBootTemplate") if p["SecureBoot"] else "off",
+            "hyperv.automatic_checkpoints": "False",
+            "hyperv.tpm": "False",
+        }
+        return _result(0, facts, "VM configured (boots from its disk)")
+
     def _op_seed_attach(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
         if _key(_s(p, "SeedPath")) not in st["files"]:
@@ -507,7 +604,7 @@ class HyperVSimulator:
 
     def _op_integration_status(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
-        talking = vm["state"] == "Running" and vm["booted"] == "disk"
+        talking = vm["state"] == "Running" and vm["booted"] == "disk" and vm.get("outside", "up") == "up"
         facts = {f"hyperv.ic.{short}": ("OK" if talking else "No Contact") for short in _IC.values()}
         return _result(0, facts, "integration services read")
 
@@ -533,7 +630,7 @@ class HyperVSimulator:
         path = vm["disks"][0]
         if path.endswith(".avhdx"):
             raise ScriptFailed(f"the disk is still a differencing disk ({path}): merge checkpoints first")
-        before = len(_read(st, path))
+        before = _size(st, path)
         st["mounted"].append(_key(path))  # Mount-VHD -ReadOnly
         try:
             if st["faults"].get("optimize_fails"):
@@ -541,12 +638,16 @@ class HyperVSimulator:
                     f"Optimize-VHD: Failed to compact the virtual disk {path}: The process cannot access "
                     "the file because it is being used by another process"
                 )
-            data = _read(st, path)
-            if b"compacted\n" not in data:
-                _write(st, path, data + b"compacted\n")
+            if vm.get("prepared_disk"):
+                # A real VHDX (uploaded): the model notes the compaction, never edits the file.
+                vm["compacted"] = True
+            else:
+                data = _read(st, path)
+                if b"compacted\n" not in data:
+                    _write(st, path, data + b"compacted\n")
         finally:
             st["mounted"].remove(_key(path))  # Dismount-VHD in the script's finally
-        after = len(_read(st, path))
+        after = _size(st, path)
         facts = {"hyperv.vhdx_bytes_before": str(before), "hyperv.vhdx_bytes_after": str(after)}
         return _result(0, facts, f"compacted {before} -> {after} bytes")
 
@@ -576,11 +677,11 @@ class HyperVSimulator:
             ntpath.join(final, "Virtual Machines", f"{vm['id'].upper()}.vmcx"): b"SIMULATED vmcx\n",
             ntpath.join(final, "Virtual Machines", f"{vm['id'].upper()}.vmgs"): b"SIMULATED vmgs\n",
             ntpath.join(final, "Virtual Machines", f"{vm['id'].upper()}.VMRS"): b"SIMULATED vmrs\n",
-            ntpath.join(final, "Virtual Hard Disks", f"{name}.vhdx"): _read(st, vm["disks"][0]),
             marker: json.dumps({"build_id": bid, "vm_name": name}).encode(),
         }
         for path, data in files.items():
             _write(st, path, data)
+        _copy(st, vm["disks"][0], ntpath.join(final, "Virtual Hard Disks", f"{name}.vhdx"))
         st["dirs"][_key(ntpath.join(final, "Snapshots"))] = ntpath.join(final, "Snapshots")
         return _result(0, {"export.dir": final}, f"exported to {final}")
 
@@ -746,6 +847,7 @@ def _advance(st: dict[str, Any]) -> None:
             vm["stop_job"] is not None
             and vm["stop_job"]["state"] == "Running"
             and now - vm["stop_job"]["started_at"] >= 0.1
+            and "outside" not in vm  # a real guest's power-off is reported by outside_guest_off
         ):
             vm.update(state="Off", booted="", started_at=None)
             vm["stop_job"]["state"] = "Completed"
@@ -755,7 +857,7 @@ def _start(st: dict[str, Any], vm: dict[str, Any], *, key_pressed: bool) -> None
     if vm["automatic_checkpoints"]:
         # What Hyper-V does on every start when automatic checkpoints are on.
         _checkpoint(st, vm, "Automatic Checkpoint")
-    installed = b"installed" in _read(st, _base_disk(vm))
+    installed = vm.get("prepared_disk") or b"installed" in _read(st, _base_disk(vm))
     first = vm["boot_order"][0] if vm["boot_order"] else "disk"
     if first.startswith("dvd") and key_pressed and vm["dvds"].get(first.split(":")[1]):
         # The installer: with seed media it installs and powers off by itself.
@@ -763,13 +865,15 @@ def _start(st: dict[str, Any], vm: dict[str, Any], *, key_pressed: bool) -> None
     else:
         vm["booted"] = "disk" if installed else "no-os"
     vm.update(state="Running", started_at=time.time(), stop_job=None)
+    if vm.get("prepared_disk") and st.get("outside_guests"):
+        vm["outside"] = "starting"  # a real VM outside boots the disk now
 
 
 def _kvp_list(st: dict[str, Any], vm: dict[str, Any]) -> list[str]:
     if vm["state"] != "Running":
         return []
     link_local = ["fe80::215:5dff:fe00:1"]
-    if vm["booted"] != "disk" or st["faults"].get("kvp_never"):
+    if vm["booted"] != "disk" or st["faults"].get("kvp_never") or vm.get("outside", "up") != "up":
         return []
     if time.time() - vm["started_at"] < st["kvp_delay_s"]:
         return []
@@ -804,6 +908,13 @@ def _new_vm(
     filler = hashlib.shake_256(name.encode()).digest(st["new_vhdx_bytes"]) if st["new_vhdx_bytes"] else b""
     _write(st, vhd, f"SIMULATED VHDX {name} {disk_gib} GiB\n".encode() + filler)
     _count(st, "New-VM")
+    vm = _vm_record(name, vm_path, vhd, memory_mib, switch)
+    st["vms"][_key(name)] = vm
+    return vm
+
+
+def _vm_record(name: str, vm_path: str, vhd: str, memory_mib: int, switch: str) -> dict[str, Any]:
+    """A new generation 2 VM as New-VM leaves it: no Notes, Hyper-V's defaults."""
     vm: dict[str, Any] = {
         "name": name,
         "id": str(uuid.uuid4()),
@@ -830,7 +941,6 @@ def _new_vm(
         "current_checkpoint": None,
         "keys_typed": 0,
     }
-    st["vms"][_key(name)] = vm
     return vm
 
 
@@ -1075,6 +1185,18 @@ def _move(st: dict[str, Any], src: str, dst: str) -> None:
     _delete(st, src)
     _delete(st, dst)
     _write(st, dst, data)
+
+
+def _copy(st: dict[str, Any], src: str, dst: str) -> None:
+    """Copy-Item: between mounted folders a file copy (a real disk never passes through
+    memory), else through the state."""
+    source, target = _disk_path(st, src), _disk_path(st, dst)
+    if source is not None and target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        st["files"][_key(dst)] = {"path": dst, "disk": str(target)}
+        return
+    _write(st, dst, _read(st, src))
 
 
 def _exists(st: dict[str, Any], path: str) -> bool:
