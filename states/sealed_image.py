@@ -212,7 +212,8 @@ def seal_script() -> str:
         'echo "build user $BUILD_USER: $( [ "$REMOVE_USER" = yes ] && echo removed || echo "kept, locked, '
         'no keys, no sudo rule")"',
         "left=0",
-        'leftover() { left=$((left + 1)); found=1; printf \'leftover %s: %s\\n\' "$1" "$2"; }',
+        'leftover() { left=$((left + 1)); found=1; printf \'leftover %s: %s\\n\' "$1" "$2";'
+        ' left_list="${left_list:+$left_list; }$1: $2"; }',
         "uncommented() { grep -v '^[[:space:]]*#' \"$1\" 2>/dev/null; }",
     ]
     for group, chosen in (("history and identity", first), ("access", last)):
@@ -226,8 +227,8 @@ def seal_script() -> str:
         parts.append("sync")
         parts.append(_render_checks(tuple(it for it in chosen if "seal" in it.phases), "seal"))
         parts.append(
-            'if [ "$left" -gt 0 ]; then echo "the image is not sealed: $left leftover(s) above;'
-            ' the guest stays up" >&2; exit ' + str(LEFTOVER_EXIT) + "; fi"
+            'if [ "$left" -gt 0 ]; then echo "the image is not sealed, left: $left_list;'
+            ' not powered off, the build can still log in: fix the cause, then resume" >&2; exit ' + str(LEFTOVER_EXIT) + "; fi"
         )
     parts += [
         "sync",
