@@ -228,7 +228,8 @@ def seal_script() -> str:
         parts.append(_render_checks(tuple(it for it in chosen if "seal" in it.phases), "seal"))
         parts.append(
             'if [ "$left" -gt 0 ]; then echo "the image is not sealed, left: $left_list;'
-            ' not powered off, the build can still log in: fix the cause, then resume" >&2; exit ' + str(LEFTOVER_EXIT) + "; fi"
+            ' not powered off, the build can still log in: fix the cause, then resume" >&2;'
+            f" exit {LEFTOVER_EXIT}; fi"
         )
     parts += [
         "sync",
