@@ -27,6 +27,8 @@ PHASES: tuple[Phase, ...] = ("seal", "boot", "offline")
 RULES = ("absent", "empty", "present_empty", "no_user_line", "hosts", "hostname", "locked", "no_build_user")
 GROUPS = ("access", "identity", "history")
 LOCALHOST_NAMES = ("localhost", "localhost.localdomain")
+LOCKED = ("*", "!", "!!", "!*", "*LK*")
+"""Shadow password fields that hold no password and no hash."""
 LEFTOVER_EXIT = 3
 """The seal step's exit status when something is left: it does not power off."""
 
@@ -107,11 +109,23 @@ def for_phase(phase: Phase) -> tuple[Item, ...]:
 # Check scripts read: $1 the build user, $2 the build's hostname, $3 "yes" when the
 # build user must be gone, $4 a root prefix ("" in a guest; a folder in tests).
 
-_PRELUDE = r"""BUILD_USER="$1"; BUILD_HOSTNAME="$2"; REMOVE_USER="$3"; R="${4:-}"
+_FUNCTIONS = r"""uncommented() { grep -v '^[[:space:]]*#' "$1" 2>/dev/null; }
+# The uncommented lines of file $1 that name $BUILD_USER as a whole word (gmi, not gmi-admin).
+names_user() {
+  uncommented "$1" | awk -v u="$BUILD_USER" '{ n = split($0, t, /[^A-Za-z0-9_.-]+/);
+    for (i = 1; i <= n; i++) if (t[i] == u) { print; next } }'
+}
+# A localhost name is nobody's: matching it would take the distribution's own lines.
+case "$BUILD_HOSTNAME" in localhost|localhost.localdomain) BUILD_HOSTNAME="" ;; esac
+"""
+
+_PRELUDE = (
+    r"""BUILD_USER="$1"; BUILD_HOSTNAME="$2"; REMOVE_USER="$3"; R="${4:-}"
 left=0
 leftover() { left=$((left + 1)); found=1; printf 'leftover %s: %s\n' "$1" "$2"; }
-uncommented() { grep -v '^[[:space:]]*#' "$1" 2>/dev/null; }
 """
+    + _FUNCTIONS
+)
 
 
 def _globs(item: Item) -> str:
@@ -136,7 +150,7 @@ def _rule_sh(item: Item, phase: Phase) -> str:
         # root's own lines (root ALL=(ALL:ALL) ALL) are the distribution's, not the build's.
         return (
             f'if [ -n "$BUILD_USER" ] && [ "$BUILD_USER" != root ]; then for f in {_globs(item)}; do '
-            f'if [ -f "$f" ] && uncommented "$f" | grep -qw -- "$BUILD_USER"; then '
+            f'if [ -f "$f" ] && names_user "$f" | grep -q .; then '
             f'leftover {i} "${{f#"$R"}} names $BUILD_USER"; fi; done; fi'
         )
     if item.rule == "hostname":
@@ -158,8 +172,10 @@ def _rule_sh(item: Item, phase: Phase) -> str:
         return (
             'for u in root "$BUILD_USER"; do [ -n "$u" ] || continue; '
             'pw=$(awk -F: -v u="$u" \'$1 == u { print $2 "." }\' "$R/etc/shadow" 2>/dev/null); '
-            'case "$pw" in ""|"!"*|"*"*) ;; *) '
-            f'leftover {i} "$u has a usable password in /etc/shadow" ;; esac; done'
+            + 'case "$pw" in ""|'
+            + "|".join(f'"{v}."' for v in LOCKED)
+            + ") ;; *) "
+            + f'leftover {i} "$u has a password (or a locked hash) in /etc/shadow" ;; esac; done'
         )
     if item.rule == "no_build_user":
         return (
@@ -204,7 +220,8 @@ def seal_script() -> str:
     first = tuple(it for it in keep if not it.ends_access)
     last = tuple(it for it in keep if it.ends_access)
     parts = [
-        'BUILD_USER="$1"; KEEP_USER="$2"; BUILD_HOSTNAME=$(hostname); R=""',
+        # /proc, not hostname(1): a minimal image may not have it, and set -e would stop here.
+        'BUILD_USER="$1"; KEEP_USER="$2"; BUILD_HOSTNAME=$(cat /proc/sys/kernel/hostname); R=""',
         # Decided when the user first logged in (install_os): the build created it.
         "REMOVE_USER=no",
         'if [ -f /var/lib/gmi-fsm/build-user-created ] && [ "$BUILD_USER" != root ] '
@@ -214,8 +231,12 @@ def seal_script() -> str:
         "left=0",
         'leftover() { left=$((left + 1)); found=1; printf \'leftover %s: %s\\n\' "$1" "$2";'
         ' left_list="${left_list:+$left_list; }$1: $2"; }',
-        "uncommented() { grep -v '^[[:space:]]*#' \"$1\" 2>/dev/null; }",
+        _FUNCTIONS,
     ]
+    after = {
+        "history and identity": "not powered off, the build can still log in: fix the cause, then resume",
+        "access": "not powered off, but the build's access is already gone: abort and rebuild",
+    }
     for group, chosen in (("history and identity", first), ("access", last)):
         parts.append(f"# -- {group}")
         for it in chosen:
@@ -228,8 +249,7 @@ def seal_script() -> str:
         parts.append(_render_checks(tuple(it for it in chosen if "seal" in it.phases), "seal"))
         parts.append(
             'if [ "$left" -gt 0 ]; then echo "the image is not sealed, left: $left_list;'
-            ' not powered off, the build can still log in: fix the cause, then resume" >&2;'
-            f" exit {LEFTOVER_EXIT}; fi"
+            f' {after[group]}" >&2; exit {LEFTOVER_EXIT}; fi'
         )
     parts += [
         "sync",
@@ -269,12 +289,11 @@ def evaluate_text(item: Item, files: Mapping[str, str], facts: BuildFacts, phase
         return [] if h in ("", *LOCALHOST_NAMES) else [f"/etc/hostname is {h}"]
     if item.rule == "hosts":
         bad = []
+        host = "" if facts.hostname in LOCALHOST_NAMES else facts.hostname
         for line in _uncommented(files.get("/etc/hosts", "")):
             fields = line.split()
             own = phase != "boot" and fields[:1] == ["127.0.1.1"]
-            named = bool(facts.hostname) and any(
-                f == facts.hostname or f.startswith(facts.hostname + ".") for f in fields[1:]
-            )
+            named = bool(host) and any(f == host or f.startswith(host + ".") for f in fields[1:])
             if own or named:
                 bad.append(line.strip())
         return [f"/etc/hosts: {' '.join(bad)}"] if bad else []
@@ -283,8 +302,8 @@ def evaluate_text(item: Item, files: Mapping[str, str], facts: BuildFacts, phase
         for u in ("root", facts.user):
             for line in files.get("/etc/shadow", "").splitlines():
                 f = line.split(":")
-                if u and f[0] == u and len(f) > 1 and not f[1].startswith(("!", "*")):
-                    out.append(f"{u} has a usable password in /etc/shadow")
+                if u and f[0] == u and len(f) > 1 and f[1] not in LOCKED:
+                    out.append(f"{u} has a password (or a locked hash) in /etc/shadow")
         return sorted(set(out))
     if item.rule == "no_build_user":
         names = {ln.split(":", 1)[0] for ln in files.get("/etc/passwd", "").splitlines()}
@@ -348,7 +367,7 @@ def _uncommented(text: str) -> list[str]:
 
 
 def _word(word: str, line: str) -> bool:
-    # grep -w: the word bounded by non-word characters (letters, digits, underscore).
+    # As the shell's names_user: a whole token between characters no user name has.
     import re  # noqa: PLC0415
 
-    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", line) is not None
+    return word in re.split(r"[^A-Za-z0-9_.-]+", line)

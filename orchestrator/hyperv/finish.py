@@ -246,15 +246,18 @@ def first_boot_seed(spec: BuildSpec, build_id: str, public_key: str) -> dict[str
     user_data = "#cloud-config\n" + yaml.safe_dump(
         {
             "hostname": hostname,
+            # Only the build user: "default" would also create the distribution's user
+            # (debian, cloud-user...), which the seal does not know to remove.
             "users": [
-                "default",
                 {
                     "name": user,
                     "ssh_authorized_keys": [public_key.strip()],
                     "sudo": "ALL=(ALL) NOPASSWD:ALL",
                     "shell": "/bin/bash",
+                    "lock_passwd": True,
                 },
             ],
+            "ssh_pwauth": False,
         },
         sort_keys=False,
     )

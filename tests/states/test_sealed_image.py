@@ -103,3 +103,25 @@ def test_a_missing_machine_id_is_named_too(tmp_path: Path) -> None:
     for phase in ("seal", "offline"):
         assert "missing" in _sh_leftovers(root, phase)["machine-id"]
         assert "missing" in _py_leftovers(root, phase)["machine-id"]
+
+
+def test_a_locked_hash_is_still_a_leftover_and_other_names_are_not_the_users(tmp_path: Path) -> None:
+    root = clean_root(tmp_path)
+    # usermod -L keeps the hash behind a "!": it could be cracked offline.
+    add_line("etc/shadow", f"{USER}:!$6$salt$hash:19000:0:99999:7:::")(root)
+    # gmi-admin is not gmi; root's own line is the distribution's.
+    add_line("etc/sudoers", "gmi-admin ALL=(ALL) ALL")(root)
+    for phase in ("seal", "offline"):
+        assert set(_sh_leftovers(root, phase)) == {"usable-password"}, phase
+        assert set(_py_leftovers(root, phase)) == {"usable-password"}, phase
+
+
+def test_a_localhost_build_hostname_keeps_the_localhost_lines(tmp_path: Path) -> None:
+    root = clean_root(tmp_path)
+    proc = subprocess.run(
+        ["sh", "-c", check_script("seal"), "check", USER, "localhost", "yes", str(root)],
+        capture_output=True, text=True, check=True,
+    )
+    assert "leftover hosts-line" not in proc.stdout
+    facts = BuildFacts(user=USER, hostname="localhost", remove_user=True)
+    assert not evaluate(LocalRoot(root), facts, "offline")["hosts-line"]

@@ -86,6 +86,8 @@ PLANTS: dict[str, Callable[[Path], None]] = {
     ),
     "usable-password": add_line("etc/shadow", f"{USER}:$6$salt$hash:19000:0:99999:7:::"),
     "build-user": add_line("etc/passwd", f"{USER}:x:1001:1001::/home/{USER}:/bin/bash"),
+    "passwd-backups": _w("etc/shadow-", f"{USER}:$6$salt$hash:19000:0:99999:7:::\n"),
+    "system-logs": _w("var/log/auth.log", "sshd: Accepted publickey for gmi from 10.0.2.2\n"),
     "build-marker": _w("var/lib/gmi-fsm/build-user-created", ""),
     "ssh-host-keys": _w("etc/ssh/ssh_host_ed25519_key", "-----BEGIN OPENSSH PRIVATE KEY-----\n"),
     "machine-id": _w("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),

@@ -88,3 +88,17 @@ def test_validate_inspect_hands_the_extracted_disk_to_the_inspector(hyperv_build
 
     report = validate(hyperv_build.out / NAMES.zip, inspect=True, inspector=fake)
     assert report.ok and seen == [sha256_file(hyperv_build.disk)[0]]
+
+
+def test_without_the_build_user_its_items_are_skipped_not_passed() -> None:
+    found = {it.id: [] for it in sealed_image.items()}
+    checks = {c.name: c.status for c in contract_checks(found, facts=BuildFacts())}
+    assert checks["inspect.build-user-sudo"] == "skip" and checks["inspect.build-user"] == "skip"
+    assert checks["inspect.ssh-host-keys"] == "pass"
+
+
+def test_the_build_key_is_tried_for_every_user_nologin_ones_too() -> None:
+    from orchestrator.gmi.build_access import login_users  # noqa: PLC0415
+
+    passwd = "root:x:0:0::/root:/bin/bash\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\ngenie:x:1000:1000::/home/genie:/bin/sh\n"
+    assert login_users(passwd, "gmi") == ["root", "gmi", "www-data", "genie"]

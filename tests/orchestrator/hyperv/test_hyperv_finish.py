@@ -171,7 +171,9 @@ def test_a_disk_only_gmi_is_finished_into_an_importable_one(tmp_path: Path, disk
         iso.get_file_from_iso_fp(got, rr_path="/user-data")
         user_data = yaml.safe_load(got.getvalue().decode())
         pub = asyncssh.read_private_key(str(b.dir / "key")).export_public_key().decode().strip()
-        assert user_data["users"][1]["ssh_authorized_keys"] == [pub]
+        # Only the build user: no distribution default user the seal would not remove.
+        (user,) = user_data["users"]
+        assert user["ssh_authorized_keys"] == [pub] and user["lock_passwd"] is True
     finally:
         iso.close()
 
