@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from orchestrator.gmi.package import (
 from orchestrator.gmi.provenance import ProvenanceInputs, Subject, statement_json
 from orchestrator.gmi.publish import PublishError, publish
 from orchestrator.gmi.readme import render_readme
+from orchestrator.gmi.report import Check
 from orchestrator.gmi.sidecar import (
     ParentPackage,
     Sidecar,
@@ -317,6 +318,16 @@ def _zip_to_publish(ctx: GmiContext, params: Mapping[str, object]) -> Path:
 # -- engine glue -----------------------------------------------------------------------
 
 
+def checks_result(checks: Sequence[Check], sink: OutputSink) -> CommandResult:
+    """A validate step's result: each check a recorded fact ``validate.<name>`` and a line
+    of output; any failed check fails the step, naming it."""
+    for c in checks:
+        _say(sink, f"{c.status:4} {c.name}: {c.evidence}")
+    bad = [f"{c.name}: {c.evidence}" for c in checks if not c.ok]
+    facts = {f"validate.{c.name}": f"{c.status}: {c.evidence}" for c in checks}
+    return CommandResult(1 if bad else 0, error="; ".join(bad), facts=facts)
+
+
 def _say(sink: OutputSink, text: str) -> None:
     sink("stdout", (text + "\n").encode())
 
@@ -386,12 +397,7 @@ def make_operations(
         except PackageError as exc:
             return _error(sink, exc)
         facts = BuildFacts.from_facts(st.facts, ctx.spec.guest.user if ctx.spec.guest else "")
-        checks = await asyncio.to_thread(inspect_disk, disk, facts)
-        found = {f"validate.{c.name}": f"{c.status}: {c.evidence}" for c in checks}
-        for c in checks:
-            _say(sink, f"{c.status:4} {c.name}: {c.evidence}")
-        bad = [f"{c.name}: {c.evidence}" for c in checks if not c.ok]
-        return CommandResult(1 if bad else 0, error="; ".join(bad), facts=found)
+        return checks_result(await asyncio.to_thread(inspect_disk, disk, facts), sink)
 
     return {
         "gmi.document": op_document,

@@ -448,6 +448,7 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
 
     from orchestrator.gmi.build_access import build_access_check, login_users  # noqa: PLC0415
     from orchestrator.gmi.checks import Output, evaluate, probes  # noqa: PLC0415
+    from orchestrator.gmi.operations import checks_result  # noqa: PLC0415
     from orchestrator.qemu._run import run_tool  # noqa: PLC0415
     from orchestrator.qemu.disk import create_work_copy  # noqa: PLC0415
     from orchestrator.qemu.seed_iso import SeedFiles, meta_data, write_seed_iso  # noqa: PLC0415
@@ -513,8 +514,12 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
                 Command(probe.command, args=probe.args, sudo=probe.sudo), timeout_s=probe.timeout_s, sink=buf
             )
             outputs[probe.name] = Output(buf.text("stdout"), res.exit_code, buf.text("stderr"))
-        users = login_users(outputs["passwd"].stdout, expect.build_user)
-        access = await build_access_check("127.0.0.1", vm.ssh_port, users, build_credentials(host))
+        access = await build_access_check(
+            "127.0.0.1",
+            vm.ssh_port,
+            login_users(outputs["passwd"].stdout, expect.build_user),
+            build_credentials(host),
+        )
     finally:
         if ssh is not None:
             await ssh.close()
@@ -523,18 +528,7 @@ async def _validate_copy(host: QemuHost, sink: OutputSink) -> CommandResult:
     checks.insert(0, _login_check(seen_keys))
     checks.append(access)
     shutil.rmtree(work, ignore_errors=True)
-    return _checks_result(checks, sink)
-
-
-def _checks_result(checks: list[Any], sink: OutputSink) -> CommandResult:
-    """Each check as a recorded fact and a line of output; any failure fails the step."""
-    found = {f"validate.{c.name}": f"{c.status}: {c.evidence}" for c in checks}
-    for c in checks:
-        sink("stdout", f"{c.status:4} {c.name}: {c.evidence}\n".encode())
-    bad = [c for c in checks if not c.ok]
-    if bad:
-        return CommandResult(1, error="; ".join(f"{c.name}: {c.evidence}" for c in bad), facts=found)
-    return CommandResult(0, facts=found)
+    return checks_result(checks, sink)
 
 
 def build_credentials(host: QemuHost) -> Any:

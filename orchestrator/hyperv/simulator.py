@@ -478,28 +478,8 @@ class HyperVSimulator:
 
     def _op_vm_configure(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
-        mem = _i(p, "MemoryMiB")
-        vm.update(
-            memory_mib=mem,
-            dynamic_memory=bool(p["DynamicMemory"]),
-            cpus=_i(p, "Cpus"),
-            automatic_checkpoints=False,
-            secure_boot=bool(p["SecureBoot"]),
-            secure_boot_template=_s(p, "SecureBootTemplate") if p["SecureBoot"] else "",
-            tpm=False,
-        )
         vm["dvds"]["1"] = _s(p, "IsoPath")
-        vm["boot_order"] = ["dvd:1", "disk"]
-        facts = {
-            "hyperv.generation": "2",
-            "hyperv.memory_mib": str(mem),
-            "hyperv.dynamic_memory": str(bool(p["DynamicMemory"])),
-            "hyperv.cpus": str(_i(p, "Cpus")),
-            "hyperv.secure_boot": _s(p, "SecureBootTemplate") if p["SecureBoot"] else "off",
-            "hyperv.automatic_checkpoints": "False",
-            "hyperv.tpm": "False",
-        }
-        return _result(0, facts, "VM configured")
+        return _result(0, _configure(vm, p, ["dvd:1", "disk"]), "VM configured")
 
     def _op_vm_create_from_disk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         """New-VM -VHDPath: a generation 2 VM on the uploaded (prepared) disk, then its Notes."""
@@ -527,28 +507,9 @@ class HyperVSimulator:
         return _result(0, {"hyperv.vm_id": vm["id"], "hyperv.vhdx_path": vhd}, "VM created from the disk")
 
     def _op_vm_configure_disk(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
+        # Set-VMFirmware -FirstBootDevice: a prepared disk boots from itself, no DVD.
         vm = _own_vm(st, p)
-        mem = _i(p, "MemoryMiB")
-        vm.update(
-            memory_mib=mem,
-            dynamic_memory=bool(p["DynamicMemory"]),
-            cpus=_i(p, "Cpus"),
-            automatic_checkpoints=False,
-            secure_boot=bool(p["SecureBoot"]),
-            secure_boot_template=_s(p, "SecureBootTemplate") if p["SecureBoot"] else "",
-            tpm=False,
-            boot_order=["disk"],  # Set-VMFirmware -FirstBootDevice
-        )
-        facts = {
-            "hyperv.generation": "2",
-            "hyperv.memory_mib": str(mem),
-            "hyperv.dynamic_memory": str(bool(p["DynamicMemory"])),
-            "hyperv.cpus": str(_i(p, "Cpus")),
-            "hyperv.secure_boot": _s(p, "SecureBootTemplate") if p["SecureBoot"] else "off",
-            "hyperv.automatic_checkpoints": "False",
-            "hyperv.tpm": "False",
-        }
-        return _result(0, facts, "VM configured (boots from its disk)")
+        return _result(0, _configure(vm, p, ["disk"]), "VM configured (boots from its disk)")
 
     def _op_seed_attach(self, st: dict[str, Any], p: Mapping[str, object], _d: float) -> Any:
         vm = _own_vm(st, p)
@@ -942,6 +903,31 @@ def _vm_record(name: str, vm_path: str, vhd: str, memory_mib: int, switch: str) 
         "keys_typed": 0,
     }
     return vm
+
+
+def _configure(vm: dict[str, Any], p: Mapping[str, object], boot_order: list[str]) -> dict[str, str]:
+    """The checklist's settings both vm-configure scripts make, and the facts they report."""
+    mem = _i(p, "MemoryMiB")
+    template = _s(p, "SecureBootTemplate") if p["SecureBoot"] else ""
+    vm.update(
+        memory_mib=mem,
+        dynamic_memory=bool(p["DynamicMemory"]),
+        cpus=_i(p, "Cpus"),
+        automatic_checkpoints=False,
+        secure_boot=bool(p["SecureBoot"]),
+        secure_boot_template=template,
+        tpm=False,
+        boot_order=boot_order,
+    )
+    return {
+        "hyperv.generation": "2",
+        "hyperv.memory_mib": str(mem),
+        "hyperv.dynamic_memory": str(bool(p["DynamicMemory"])),
+        "hyperv.cpus": str(_i(p, "Cpus")),
+        "hyperv.secure_boot": template or "off",
+        "hyperv.automatic_checkpoints": "False",
+        "hyperv.tpm": "False",
+    }
 
 
 def _vhd_path(p: Mapping[str, object]) -> str:
